@@ -24,7 +24,7 @@ lint: install
 	$(VENV)/bin/ruff format --check .
 
 typecheck: install
-	$(VENV)/bin/mypy .
+	$(VENV)/bin/mypy
 
 pytest: install
 	$(PY) -m pytest $(PYTEST_ARGS)
