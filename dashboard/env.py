@@ -46,7 +46,9 @@ def env_int(name: str, default: int, *, minimum: int | None = None, maximum: int
     return value
 
 
-def env_float(name: str, default: float, *, minimum: float | None = None, maximum: float | None = None) -> float:
+def env_float(
+    name: str, default: float, *, minimum: float | None = None, maximum: float | None = None
+) -> float:
     raw = os.environ.get(name)
     if raw is None or raw.strip() == "":
         return default
@@ -82,7 +84,9 @@ def env_url(name: str, default: str, *, schemes: tuple[str, ...]) -> str:
     except ValueError:
         raise ImproperlyConfigured(f"{name} is not a valid URL") from None
     if parts.scheme not in schemes:
-        raise ImproperlyConfigured(f"{name} must use one of the schemes {', '.join(schemes)}; got {parts.scheme!r}")
+        raise ImproperlyConfigured(
+            f"{name} must use one of the schemes {', '.join(schemes)}; got {parts.scheme!r}"
+        )
     if not parts.scheme.startswith("sqlite") and not parts.hostname:
         raise ImproperlyConfigured(f"{name} has no host")
     return value

@@ -6,6 +6,7 @@ be overridden by an environment variable, and a malformed one stops the process 
 
 from __future__ import annotations
 
+import re
 import secrets
 from pathlib import Path
 
@@ -52,10 +53,13 @@ INSTALLED_APPS = [
     "workqueue",
     "workqueue.emulator",
     "dashboard",
+    "dashboard.gateway",
+    "dashboard.live",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "dashboard.security.SecurityHeadersMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -79,6 +83,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "dashboard.context_processors.layout",
             ],
         },
     },
@@ -88,10 +93,14 @@ TEMPLATES = [
 # "default" holds the dashboard's own data (users, audit log, environment keys, history). "emulator" holds the local
 # Work API emulator's state, in a database of its own so the emulator can run as a separate process.
 DATABASE_URL = env_url(
-    "DATABASE_URL", f"sqlite:///{DATA_DIR / 'dashboard.sqlite3'}", schemes=("sqlite", "postgres", "postgresql")
+    "DATABASE_URL",
+    f"sqlite:///{DATA_DIR / 'dashboard.sqlite3'}",
+    schemes=("sqlite", "postgres", "postgresql"),
 )
 EMULATOR_DATABASE_URL = env_url(
-    "EMULATOR_DATABASE_URL", f"sqlite:///{DATA_DIR / 'emulator.sqlite3'}", schemes=("sqlite", "postgres", "postgresql")
+    "EMULATOR_DATABASE_URL",
+    f"sqlite:///{DATA_DIR / 'emulator.sqlite3'}",
+    schemes=("sqlite", "postgres", "postgresql"),
 )
 DATABASES = {
     "default": dj_database_url.parse(DATABASE_URL, conn_max_age=0),
@@ -101,8 +110,12 @@ for _alias, _db in DATABASES.items():
     if _db["ENGINE"] == "django.db.backends.sqlite3":
         # A busy SQLite file waits rather than failing at once; WAL lets readers run beside a writer.
         _db.setdefault("OPTIONS", {})
-        _db["OPTIONS"].update({"timeout": 20, "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"})
+        _db["OPTIONS"].update(
+            {"timeout": 20, "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"}
+        )
         _db["TEST"] = {"NAME": str(DATA_DIR / f"test-{_alias}.sqlite3")}
+# The emulator's database shares nothing with the dashboard's, so a test that needs only it can set it up alone.
+DATABASES["emulator"].setdefault("TEST", {})["DEPENDENCIES"] = []
 DATABASE_ROUTERS = ["workqueue.emulator.routers.EmulatorRouter"]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -122,8 +135,72 @@ ANTHROPIC_WORKSPACE_ID = env_str("ANTHROPIC_WORKSPACE_ID")
 UPSTREAM_TIMEOUT_SECONDS = env_float("UPSTREAM_TIMEOUT_SECONDS", 10.0, minimum=0.1, maximum=120)
 UPSTREAM_RETRY_TOTAL_SECONDS = env_float("UPSTREAM_RETRY_TOTAL_SECONDS", 8.0, minimum=0, maximum=120)
 
+# --- Pages -----------------------------------------------------------------------------------------------------
+# Shown in every page's header so nobody mistakes one deployment for another ("production" is shown in red).
+DASHBOARD_LABEL = env_str("DASHBOARD_LABEL", "local")
+
+# --- The gateway for scripts (dashboard.gateway) ---------------------------------------------------------------
+# Mutating calls through /gateway/ must carry an X-Reason header; per-token token bucket: refill per minute, burst.
+GATEWAY_REQUIRE_REASON = env_bool("GATEWAY_REQUIRE_REASON", True)
+GATEWAY_RATE_PER_MINUTE = env_int("GATEWAY_RATE_PER_MINUTE", 120, minimum=1, maximum=100000)
+GATEWAY_RATE_BURST = env_int("GATEWAY_RATE_BURST", 30, minimum=1, maximum=100000)
+
 # --- The emulator ----------------------------------------------------------------------------------------------
 EMULATOR_API_KEY = env_str("EMULATOR_API_KEY", "sk-ant-api03-emulator")
+# Lease TTL a heartbeat grants when the worker asks for none (the upstream's default is not documented).
+EMULATOR_LEASE_TTL_SECONDS = env_int("EMULATOR_LEASE_TTL_SECONDS", 60, minimum=10, maximum=600)
+# Send `x-should-retry: false` with 409s (stop/ack of a stopped item). Off = faithful: the upstream is not known to.
+EMULATOR_NO_RETRY_CONFLICTS = env_bool("EMULATOR_NO_RETRY_CONFLICTS", False)
+# Answer 400 when `anthropic-beta` lacks managed-agents-2026-04-01 (the upstream's behaviour is not known).
+EMULATOR_REQUIRE_BETA = env_bool("EMULATOR_REQUIRE_BETA", False)
+
+# --- Stuck work, bulk actions, environment keys (dashboard core) -----------------------------------------------
+# A work item is stuck past these ages: no heartbeat while starting/active, stopping, or waiting queued.
+STUCK_HEARTBEAT_SECONDS = env_int("STUCK_HEARTBEAT_SECONDS", 120, minimum=10, maximum=7 * 86400)
+STUCK_STOPPING_SECONDS = env_int("STUCK_STOPPING_SECONDS", 300, minimum=10, maximum=7 * 86400)
+STUCK_QUEUED_SECONDS = env_int("STUCK_QUEUED_SECONDS", 600, minimum=10, maximum=7 * 86400)
+# The most work items one bulk stop may cover.
+BULK_MAX_ITEMS = env_int("BULK_MAX_ITEMS", 500, minimum=1, maximum=5000)
+# Environment keys are stored encrypted with a key derived from this (or, if unset, from SECRET_KEY).
+ENVIRONMENT_KEY_ENCRYPTION_KEY = env_str("ENVIRONMENT_KEY_ENCRYPTION_KEY")
+if ENVIRONMENT_KEY_ENCRYPTION_KEY and len(ENVIRONMENT_KEY_ENCRYPTION_KEY) < 32:
+    raise ImproperlyConfigured("ENVIRONMENT_KEY_ENCRYPTION_KEY must be at least 32 characters long")
+
+
+def _environment_keys() -> dict[str, str]:
+    """``ENVIRONMENT_KEYS="env_a=sk-ant-oat01-…,env_b=…"``: environment keys given by the deployment."""
+    raw = env_str("ENVIRONMENT_KEYS").strip()
+    keys: dict[str, str] = {}
+    for position, pair in enumerate(raw.split(",") if raw else [], start=1):
+        environment_id, sep, key = (part.strip() for part in pair.partition("="))
+        # The messages name the position and the id, never the key.
+        if not sep or not key or any(ch.isspace() for ch in key):
+            raise ImproperlyConfigured(f"ENVIRONMENT_KEYS entry {position} is not environment_id=key")
+        if not re.fullmatch(r"env_[A-Za-z0-9_-]{1,100}", environment_id):
+            raise ImproperlyConfigured(
+                f"ENVIRONMENT_KEYS entry {position} does not start with an environment id"
+            )
+        if environment_id in keys:
+            raise ImproperlyConfigured(f"ENVIRONMENT_KEYS names {environment_id} twice")
+        keys[environment_id] = key
+    return keys
+
+
+ENVIRONMENT_KEYS = _environment_keys()
+
+# --- Live feed, history, wall displays, metrics (dashboard.live) -------------------------------------------------
+# One poller per watched environment reads the queue stats this often (and the newest FEED_WORK_PAGES pages of work,
+# 100 items each, for the active/stuck counts and live rows), whatever the number of viewers or instances.
+FEED_INTERVAL_SECONDS = env_float("FEED_INTERVAL_SECONDS", 3.0, minimum=0.2, maximum=60)
+FEED_WORK_PAGES = env_int("FEED_WORK_PAGES", 2, minimum=0, maximum=10)
+# Queue samples kept for the history charts.
+HISTORY_RETENTION_HOURS = env_int("HISTORY_RETENTION_HOURS", 24, minimum=1, maximum=24 * 365)
+# /metrics needs "Authorization: Bearer <METRICS_TOKEN>" when set; unset, only loopback requests are answered.
+METRICS_TOKEN = env_str("METRICS_TOKEN")
+# Keys the live layer keeps in Redis (leases, presence, latest snapshots) start with this.
+LIVE_REDIS_PREFIX = env_str("LIVE_REDIS_PREFIX", "dashboard:live")
+# The wall display's clock shows this time zone unless the display link names another.
+DISPLAY_TIME_ZONE = env_str("DISPLAY_TIME_ZONE", "UTC")
 
 # --- Auth, sessions, security ----------------------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
@@ -144,6 +221,10 @@ if not DEBUG:
     SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000, minimum=0)
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+    if not SECURE_HSTS_PRELOAD:
+        # Asking browsers to preload HSTS commits the whole domain and its subdomains for months; that is the domain
+        # owner's decision (SECURE_HSTS_PRELOAD=1), not a default. Without it Django's deploy check would warn.
+        SILENCED_SYSTEM_CHECKS = ["security.W021"]
     SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
     SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", False)
     CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", False)

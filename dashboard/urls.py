@@ -2,10 +2,40 @@
 
 from __future__ import annotations
 
-from django.urls import URLPattern, URLResolver, path
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.urls import URLPattern, URLResolver, include, path
 
-from dashboard import views
+from dashboard import actions, auditlog, configure, views
 
 urlpatterns: list[URLPattern | URLResolver] = [
     path("healthz", views.healthz, name="healthz"),
+    # Read pages (dashboard.views)
+    path("", views.overview, name="overview"),
+    path("stuck/", views.stuck_work, name="stuck"),
+    path("search", views.search, name="search"),
+    path("environments/<str:env_id>/", views.environment, name="environment"),
+    path("environments/<str:env_id>/work/<str:work_id>/", views.work_item, name="work_item"),
+    path("preferences/time", views.time_preference, name="time_preference"),
+    path("robots.txt", views.robots_txt, name="robots_txt"),
+    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    # Actions, audit log, configuration (dashboard core)
+    path(
+        "environments/<str:env_id>/work/<str:work_id>/metadata/",
+        actions.metadata_patch,
+        name="metadata_patch",
+    ),
+    path("environments/<str:env_id>/work/<str:work_id>/stop/", actions.stop, name="stop"),
+    path("environments/<str:env_id>/bulk/", actions.bulk, name="bulk"),
+    path("environments/<str:env_id>/bulk/start/", actions.bulk_start, name="bulk_start"),
+    path("environments/<str:env_id>/bulk/<uuid:operation_id>/", actions.bulk_progress, name="bulk_progress"),
+    path("audit/", auditlog.audit_log, name="audit_log"),
+    path("audit/export.csv", auditlog.export_csv, name="audit_export_csv"),
+    path("audit/export.json", auditlog.export_json, name="audit_export_json"),
+    path("configure/", configure.configure, name="configure"),
+    path("configure/keys/<str:env_id>/remove/", configure.remove_key, name="configure_remove_key"),
+    path("admin/", admin.site.urls),
+    path("", include("dashboard.gateway.urls")),  # /gateway/ (the Work API for scripts) and /tokens/
+    path("", include("dashboard.live.urls")),  # /displays/, /display/<token>/, /readyz, /metrics
 ]

@@ -1,0 +1,843 @@
+"""The actions people take on work items: patch metadata, stop, force-stop, and bulk stops.
+
+Each view checks the role first (``require_action``; a refused POST is audited as "denied"), validates what it can
+before any upstream call, calls the Work API through ``dashboard.upstream``, and records the attempt in the audit
+log whatever happened. An upstream failure gives the same page again with a banner naming it, never a server error.
+
+Bulk stops run in a thread of their own (``BulkOperation`` keeps their progress in the database, so any instance
+can show it, and an operation whose runner died is resumed by the next look at its progress page).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import uuid
+from datetime import timedelta
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth import get_user_model
+from django.core import signing
+from django.db import connections
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import render
+from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from dashboard import audit, upstream
+from dashboard.models import BulkItem, BulkOperation
+from dashboard.permissions import adeny, can, require_action
+from dashboard.stuck import stuck_reason
+from workqueue.errors import AlreadyStopped, InvalidID, NotFound, WorkAPIError
+from workqueue.ids import validate_environment_id, validate_metadata, validate_work_id
+from workqueue.records import WorkItem
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "bulk",
+    "bulk_progress",
+    "bulk_start",
+    "metadata_diff",
+    "metadata_patch",
+    "stop",
+    "wait_for_bulk",
+]
+
+REASON_MAX = 1000
+BLANK_ROWS = 3
+# A "every stuck item" selection reads at most this many work items of the environment (newest first).
+STUCK_SCAN_MAX = 10_000
+_PLAN_SALT = "dashboard.bulk-plan"
+_PLAN_MAX_AGE = 3600
+
+
+# -- Helpers ------------------------------------------------------------------------------------------------------
+
+
+async def _page(
+    request: HttpRequest, template: str, context: dict[str, Any], status: int = 200
+) -> HttpResponse:
+    # Templates read the session, the user's role and preferences through lazy objects: render off the event loop.
+    return await sync_to_async(render)(request, template, context, status=status)
+
+
+def _checked_ids(env_id: str, work_id: str | None = None) -> None:
+    try:
+        validate_environment_id(env_id)
+        if work_id is not None:
+            validate_work_id(work_id)
+    except InvalidID:
+        raise Http404("No such work item") from None
+
+
+def _item_url(env_id: str, work_id: str) -> str:
+    return reverse("work_item", args=[env_id, work_id])
+
+
+def _failure_status(exc: WorkAPIError) -> int:
+    # The page still renders (with the banner); the status tells scripts and monitors the upstream failed.
+    return 404 if isinstance(exc, NotFound | InvalidID) else 502
+
+
+def _reason_from(request: HttpRequest) -> tuple[str, str | None]:
+    reason = str(request.POST.get("reason", "")).strip()
+    if not reason:
+        return reason, "Say why: the reason goes into the audit log."
+    if len(reason) > REASON_MAX:
+        return reason[:REASON_MAX], f"The reason is {len(reason)} characters long (at most {REASON_MAX})."
+    return reason, None
+
+
+# -- Metadata patch -----------------------------------------------------------------------------------------------
+
+
+def _metadata_from_json(text: str) -> dict[str, str] | None:
+    """The metadata carried by the form (as loaded), or None if it is not a JSON object of strings."""
+    if len(text) > 200_000:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        return None
+    return value
+
+
+def _patch_from_json(text: str) -> dict[str, str | None] | None:
+    if len(text) > 200_000:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(value, dict) or not value:
+        return None
+    if not all(isinstance(k, str) and (v is None or isinstance(v, str)) for k, v in value.items()):
+        return None
+    return value
+
+
+def _canonical(metadata: dict[str, Any]) -> str:
+    return json.dumps(metadata, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+def apply_patch(metadata: dict[str, str], patch: dict[str, str | None]) -> dict[str, str]:
+    """What a JSON merge patch (None deletes) does to ``metadata``."""
+    merged = dict(metadata)
+    for key, value in patch.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = value
+    return merged
+
+
+def metadata_diff(before: dict[str, str], after: dict[str, str]) -> list[dict[str, Any]]:
+    """Key by key: ``change`` is "added", "changed", "removed" or "unchanged", with the old and new values."""
+    rows = []
+    for key in sorted(set(before) | set(after)):
+        old, new = before.get(key), after.get(key)
+        if old is None:
+            change = "added"
+        elif new is None:
+            change = "removed"
+        elif old != new:
+            change = "changed"
+        else:
+            change = "unchanged"
+        rows.append({"key": key, "change": change, "old": old, "new": new})
+    return rows
+
+
+def _form_rows(loaded: dict[str, str], patch: dict[str, str | None] | None = None) -> list[dict[str, Any]]:
+    """Form rows: every loaded key (with its patched value or marked deleted), then new keys, then blank rows."""
+    patch = patch or {}
+    rows: list[dict[str, Any]] = [
+        {
+            "key": key,
+            "value": loaded[key] if patch.get(key) is None else patch[key],
+            "existing": True,
+            "deleted": key in patch and patch[key] is None,
+        }
+        for key in sorted(loaded)
+    ]
+    rows += [
+        {"key": key, "value": value, "existing": False, "deleted": False}
+        for key, value in patch.items()
+        if key not in loaded and value is not None
+    ]
+    rows += [{"key": "", "value": "", "existing": False, "deleted": False} for _ in range(BLANK_ROWS)]
+    return rows
+
+
+def _patch_from_form(request: HttpRequest, loaded: dict[str, str]) -> tuple[dict[str, str | None], list[str]]:
+    """The merge patch the submitted rows ask for, relative to ``loaded``, and the problems with the form."""
+    keys, values = request.POST.getlist("key"), request.POST.getlist("value")
+    deletes = set(request.POST.getlist("delete"))
+    problems: list[str] = []
+    if len(keys) != len(values) or len(keys) > 200:
+        return {}, ["The form was not submitted whole; load it again."]
+    patch: dict[str, str | None] = {}
+    seen: set[str] = set()
+    for key, value in zip(keys, values, strict=True):
+        if key == "" and value == "":
+            continue
+        if not key.strip():
+            problems.append("A value was given without a key.")
+            continue
+        if key in seen:
+            problems.append(f"The key {key!r} appears twice.")
+            continue
+        seen.add(key)
+        if key in deletes:
+            continue
+        if loaded.get(key) != value:
+            patch[key] = value
+    for key in sorted(deletes):
+        if key in loaded:
+            patch[key] = None
+    if not problems and not patch:
+        problems.append("Nothing would change: set a value, add a key or mark a key for deletion.")
+    return patch, problems
+
+
+def _metadata_context(
+    env_id: str, work_id: str, item: WorkItem | None, loaded: dict[str, str], **extra: Any
+) -> dict[str, Any]:
+    return {
+        "environment_id": env_id,
+        "work_id": work_id,
+        "item": item,
+        "loaded_json": _canonical(loaded),
+        "form_action": reverse("metadata_patch", args=[env_id, work_id]),
+        "item_url": _item_url(env_id, work_id),
+        **extra,
+    }
+
+
+@require_http_methods(["GET", "POST"])
+@require_action("patch_metadata")
+async def metadata_patch(request: HttpRequest, env_id: str, work_id: str) -> HttpResponse:
+    """Edit a work item's metadata: the form, then a preview of the change as a diff, then the patch."""
+    _checked_ids(env_id, work_id)
+    template = "dashboard/actions/metadata_patch.html"
+    step = request.POST.get("step", "") if request.method == "POST" else ""
+
+    if step in ("preview", "edit", "send"):
+        loaded = _metadata_from_json(str(request.POST.get("loaded", "")))
+        if loaded is None:
+            return await _page(
+                request,
+                template,
+                _metadata_context(env_id, work_id, None, {}, rows=[], form_broken=True),
+                400,
+            )
+        reason = str(request.POST.get("reason", "")).strip()[:REASON_MAX]
+        if step == "preview":
+            return await _preview_metadata(request, env_id, work_id, loaded, reason)
+        patch = _patch_from_json(str(request.POST.get("patch", "")))
+        if patch is None:
+            return await _page(
+                request,
+                template,
+                _metadata_context(env_id, work_id, None, {}, rows=[], form_broken=True),
+                400,
+            )
+        if step == "edit":
+            context = _metadata_context(
+                env_id, work_id, None, loaded, rows=_form_rows(loaded, patch), reason=reason
+            )
+            return await _page(request, template, context)
+        return await _send_metadata(request, env_id, work_id, loaded, patch, reason)
+
+    async with upstream.client() as api:
+        try:
+            item = await api.retrieve_work(env_id, work_id)
+        except WorkAPIError as exc:
+            context = _metadata_context(
+                env_id, work_id, None, {}, rows=[], failure=upstream.failure_banner(exc)
+            )
+            return await _page(request, template, context, _failure_status(exc))
+    context = _metadata_context(env_id, work_id, item, item.metadata, rows=_form_rows(item.metadata))
+    return await _page(request, template, context)
+
+
+async def _preview_metadata(
+    request: HttpRequest, env_id: str, work_id: str, loaded: dict[str, str], reason: str
+) -> HttpResponse:
+    patch, problems = _patch_from_form(request, loaded)
+    merged = apply_patch(loaded, patch)
+    problems += validate_metadata(merged) if not problems else []
+    if problems:
+        rows = _form_rows(loaded, patch) if patch else _submitted_rows(request, loaded)
+        context = _metadata_context(
+            env_id, work_id, None, loaded, rows=rows, problems=problems, reason=reason
+        )
+        return await _page(request, "dashboard/actions/metadata_patch.html", context, 400)
+    context = _metadata_context(
+        env_id,
+        work_id,
+        None,
+        loaded,
+        diff=metadata_diff(loaded, merged),
+        patch_json=_canonical(patch),
+        reason=reason,
+    )
+    return await _page(request, "dashboard/actions/metadata_preview.html", context)
+
+
+def _submitted_rows(request: HttpRequest, loaded: dict[str, str]) -> list[dict[str, Any]]:
+    deletes = set(request.POST.getlist("delete"))
+    rows = [
+        {"key": key, "value": value, "existing": key in loaded, "deleted": key in deletes}
+        for key, value in zip(
+            request.POST.getlist("key")[:200], request.POST.getlist("value")[:200], strict=False
+        )
+        if key or value
+    ]
+    return rows + [{"key": "", "value": "", "existing": False, "deleted": False} for _ in range(BLANK_ROWS)]
+
+
+async def _send_metadata(
+    request: HttpRequest,
+    env_id: str,
+    work_id: str,
+    loaded: dict[str, str],
+    patch: dict[str, str | None],
+    reason: str,
+) -> HttpResponse:
+    preview = "dashboard/actions/metadata_preview.html"
+    user = request.user
+    async with upstream.client() as api:
+        # Re-read first: someone (or a worker) may have changed the metadata since the form was loaded.
+        try:
+            current = await api.retrieve_work(env_id, work_id)
+        except WorkAPIError as exc:
+            await _audit_failure(request, "patch_metadata", env_id, work_id, reason, {"metadata": patch}, exc)
+            context = _metadata_context(
+                env_id,
+                work_id,
+                None,
+                loaded,
+                diff=metadata_diff(loaded, apply_patch(loaded, patch)),
+                patch_json=_canonical(patch),
+                reason=reason,
+                failure=upstream.failure_banner(exc),
+            )
+            return await _page(request, preview, context, _failure_status(exc))
+        merged = apply_patch(current.metadata, patch)
+        problems = validate_metadata(merged)
+        if current.metadata != loaded or problems:
+            # Show the diff against what is there now and ask again; nothing has been sent.
+            context = _metadata_context(
+                env_id,
+                work_id,
+                current,
+                current.metadata,
+                diff=metadata_diff(current.metadata, merged),
+                patch_json=_canonical(patch),
+                reason=reason,
+                changed_upstream=current.metadata != loaded,
+                problems=problems,
+                can_send=not problems,
+            )
+            return await _page(request, preview, context, 409 if not problems else 400)
+        with upstream.capture_response() as seen:
+            try:
+                updated = await api.update_work_metadata(env_id, work_id, patch)
+            except WorkAPIError as exc:
+                await _audit_failure(
+                    request, "patch_metadata", env_id, work_id, reason, {"metadata": patch}, exc
+                )
+                context = _metadata_context(
+                    env_id,
+                    work_id,
+                    current,
+                    loaded,
+                    diff=metadata_diff(loaded, merged),
+                    patch_json=_canonical(patch),
+                    reason=reason,
+                    failure=upstream.failure_banner(exc),
+                )
+                return await _page(request, preview, context, _failure_status(exc))
+    await audit.arecord(
+        user=user,
+        action="patch_metadata",
+        outcome="succeeded",
+        environment_id=env_id,
+        work_id=work_id,
+        reason=reason,
+        sent={"metadata": patch},
+        upstream_status=seen["status"],
+        request_id=seen["request_id"],
+        via=audit.via_of(request),
+    )
+    diff = metadata_diff(current.metadata, updated.metadata)
+    counts = {
+        change: sum(1 for row in diff if row["change"] == change)
+        for change in ("added", "changed", "removed")
+    }
+    await sync_to_async(messages.success)(
+        request,
+        f"Metadata of {work_id} updated: {counts['added']} added, {counts['changed']} changed, "
+        f"{counts['removed']} removed.",
+    )
+    return HttpResponseRedirect(_item_url(env_id, work_id))
+
+
+async def _audit_failure(
+    request: HttpRequest,
+    action: str,
+    env_id: str,
+    work_id: str,
+    reason: str,
+    sent: dict[str, Any],
+    exc: WorkAPIError,
+) -> None:
+    await audit.arecord(
+        user=request.user,
+        action=action,
+        outcome="failed",
+        environment_id=env_id,
+        work_id=work_id,
+        reason=reason,
+        sent=sent,
+        upstream_status=exc.status,
+        request_id=exc.request_id or "",
+        error=f"{exc.kind}: {upstream.failure_banner(exc)['message']}",
+        via=audit.via_of(request),
+    )
+
+
+# -- Stop and force-stop ------------------------------------------------------------------------------------------
+
+
+@require_http_methods(["GET", "POST"])
+@require_action("stop")
+async def stop(request: HttpRequest, env_id: str, work_id: str) -> HttpResponse:
+    """Stop one work item gracefully (operators) or at once (admins), after a confirmation with a reason."""
+    _checked_ids(env_id, work_id)
+    source = request.POST if request.method == "POST" else request.GET
+    force = source.get("force") == "1"
+    user = request.user
+    if force and not await sync_to_async(can)(user, "force_stop"):
+        return await adeny(request, user, "force_stop", environment_id=env_id, work_id=work_id)
+    action = "force_stop" if force else "stop"
+    template = "dashboard/actions/stop_confirm.html"
+    context: dict[str, Any] = {
+        "environment_id": env_id,
+        "work_id": work_id,
+        "force": force,
+        "item": None,
+        "item_url": _item_url(env_id, work_id),
+        "form_action": reverse("stop", args=[env_id, work_id]),
+        "stuck_reason": None,
+    }
+
+    async with upstream.client() as api:
+        if request.method == "GET":
+            try:
+                item = await api.retrieve_work(env_id, work_id)
+            except WorkAPIError as exc:
+                context["failure"] = upstream.failure_banner(exc)
+                return await _page(request, template, context, _failure_status(exc))
+            context.update(item=item, stuck_reason=stuck_reason(item, timezone.now()))
+            return await _page(request, template, context)
+
+        reason, problem = _reason_from(request)
+        context["reason"] = reason
+        if problem:
+            try:
+                context["item"] = await api.retrieve_work(env_id, work_id)
+            except WorkAPIError as exc:
+                context["failure"] = upstream.failure_banner(exc)
+            context["problems"] = [problem]
+            return await _page(request, template, context, 400)
+
+        sent = {"force": force}
+        with upstream.capture_response() as seen:
+            try:
+                result = await api.stop_work(env_id, work_id, force=True if force else None)
+            except AlreadyStopped as exc:
+                await audit.arecord(
+                    user=user,
+                    action=action,
+                    outcome="succeeded",
+                    environment_id=env_id,
+                    work_id=work_id,
+                    reason=reason,
+                    sent=sent,
+                    upstream_status=exc.status or 409,
+                    request_id=exc.request_id or "",
+                    error="already stopped",
+                    via=audit.via_of(request),
+                )
+                await sync_to_async(messages.info)(request, f"{work_id} had already stopped: nothing to do.")
+                return HttpResponseRedirect(_item_url(env_id, work_id))
+            except WorkAPIError as exc:
+                await _audit_failure(request, action, env_id, work_id, reason, sent, exc)
+                context["failure"] = upstream.failure_banner(exc)
+                return await _page(request, template, context, _failure_status(exc))
+    await audit.arecord(
+        user=user,
+        action=action,
+        outcome="succeeded",
+        environment_id=env_id,
+        work_id=work_id,
+        reason=reason,
+        sent=sent,
+        upstream_status=seen["status"],
+        request_id=seen["request_id"],
+        via=audit.via_of(request),
+    )
+    verb = "Force-stopped" if force else "Stop requested for"
+    await sync_to_async(messages.success)(request, f"{verb} {work_id}: it is now {result.state}.")
+    return HttpResponseRedirect(_item_url(env_id, work_id))
+
+
+# -- Bulk stops ---------------------------------------------------------------------------------------------------
+
+
+def _bulk_limit() -> int:
+    return int(settings.BULK_MAX_ITEMS)
+
+
+async def _stuck_items(env_id: str) -> tuple[list[dict[str, Any]], bool, dict[str, Any] | None]:
+    """Every stuck, not yet stopped item of the environment (capped), whether the scan was cut short, a failure."""
+    key = await upstream.environment_key(env_id)
+    if key is None:
+        return [], False, upstream.missing_key_banner(env_id)
+    found: list[dict[str, Any]] = []
+    scanned = 0
+    now = timezone.now()
+    async with upstream.client() as api:
+        try:
+            async for item in api.iter_work(env_id, environment_key=key, limit=100):
+                scanned += 1
+                reason = stuck_reason(item, now) if item.state != "stopped" else None
+                if reason:
+                    found.append({"work_id": item.id, "state": item.state, "stuck_reason": reason})
+                if scanned >= STUCK_SCAN_MAX:
+                    return found, True, None
+        except WorkAPIError as exc:
+            return found, False, upstream.failure_banner(exc)
+    return found, False, None
+
+
+async def _confirmation_phrase(env_id: str) -> tuple[str, str]:
+    """(environment name for the page, the text to type to confirm a force-stop)."""
+    async with upstream.client() as api:
+        try:
+            environment = await api.retrieve_environment(env_id)
+        except WorkAPIError:
+            return env_id, "FORCE"
+    name = environment.name.strip()
+    # A name nobody can type reliably (very long, or with control characters) falls back to FORCE.
+    if not name or len(name) > 80 or not name.isprintable():
+        return environment.name, "FORCE"
+    return name, name
+
+
+@require_http_methods(["GET", "POST"])
+@require_action("bulk")
+async def bulk(request: HttpRequest, env_id: str) -> HttpResponse:
+    """Count preview of a bulk stop: the selected items (POSTed ``work_ids``) or every stuck item
+    (``selection=stuck``), with one form to stop them gracefully and one to force-stop them (typed confirmation).
+    """
+    _checked_ids(env_id)
+    source = request.POST if request.method == "POST" else request.GET
+    selection = "stuck" if source.get("selection") == "stuck" else "selected"
+    limit = _bulk_limit()
+    context: dict[str, Any] = {
+        "environment_id": env_id,
+        "selection": selection,
+        "limit": limit,
+        "environment_url": reverse("environment", args=[env_id]),
+        "problems": [],
+    }
+    template = "dashboard/actions/bulk_confirm.html"
+    items: list[dict[str, Any]]
+    if selection == "stuck":
+        items, truncated, failure = await _stuck_items(env_id)
+        context.update(scan_truncated=truncated, scan_limit=STUCK_SCAN_MAX, failure=failure)
+        if failure is not None:
+            return await _page(request, template, context)
+        if len(items) > limit:
+            context["over_limit"] = len(items)
+            items = items[:limit]
+    else:
+        submitted = source.getlist("work_ids") + source.getlist("work_id")
+        ids = list(dict.fromkeys(str(value) for value in submitted))
+        invalid = [value for value in ids if not _valid_work_id(value)]
+        if invalid:
+            context["problems"].append(
+                f"{len(invalid)} selected value(s) are not work ids and were left out."
+            )
+        items = [{"work_id": value} for value in ids if value not in invalid]
+        if len(items) > limit:
+            context["problems"].append(f"{len(items)} items are selected; a bulk stop takes at most {limit}.")
+            context["items"] = items
+            return await _page(request, template, context, 400)
+    if not items:
+        context["problems"].append(
+            "No stuck items to stop in this environment."
+            if selection == "stuck"
+            else "Select at least one item."
+        )
+        return await _page(request, template, context, 400 if selection == "selected" else 200)
+    environment_name, phrase = await _confirmation_phrase(env_id)
+    user = request.user
+    plan = {
+        "env": env_id,
+        "ids": [item["work_id"] for item in items],
+        "selection": selection,
+        "phrase": phrase,
+        "user": user.pk,
+    }
+    context.update(
+        items=items,
+        environment_name=environment_name,
+        confirmation_phrase=phrase,
+        plan=signing.dumps(plan, salt=_PLAN_SALT, compress=True),
+        form_action=reverse("bulk_start", args=[env_id]),
+    )
+    return await _page(request, template, context)
+
+
+def _valid_work_id(value: str) -> bool:
+    try:
+        validate_work_id(value)
+    except InvalidID:
+        return False
+    return True
+
+
+@require_POST
+@require_action("bulk")
+async def bulk_start(request: HttpRequest, env_id: str) -> HttpResponse:
+    """Start a confirmed bulk stop and go to its progress page."""
+    _checked_ids(env_id)
+    user = request.user
+    try:
+        plan = signing.loads(str(request.POST.get("plan", "")), salt=_PLAN_SALT, max_age=_PLAN_MAX_AGE)
+    except signing.BadSignature:
+        plan = None
+    if not isinstance(plan, dict) or plan.get("env") != env_id or plan.get("user") != user.pk:
+        messages.error(request, "That confirmation has expired or was not for this environment: start again.")
+        return HttpResponseRedirect(reverse("environment", args=[env_id]))
+    force = request.POST.get("mode") == "force_stop"
+    action = "bulk_force_stop" if force else "bulk_stop"
+    if force and not await sync_to_async(can)(user, "force_stop"):
+        return await adeny(request, user, action, environment_id=env_id)
+    reason, problem = _reason_from(request)
+    problems = [problem] if problem else []
+    if force and str(request.POST.get("confirm", "")).strip() != plan["phrase"]:
+        problems.append(f"Type {plan['phrase']} to confirm a force-stop.")
+    if problems:
+        context = {
+            "environment_id": env_id,
+            "failed_mode": "force_stop" if force else "stop",
+            "selection": plan["selection"],
+            "limit": _bulk_limit(),
+            "environment_url": reverse("environment", args=[env_id]),
+            "items": [{"work_id": work_id} for work_id in plan["ids"]],
+            "environment_name": plan["phrase"] if plan["phrase"] != "FORCE" else env_id,
+            "confirmation_phrase": plan["phrase"],
+            "plan": request.POST["plan"],
+            "form_action": reverse("bulk_start", args=[env_id]),
+            "problems": problems,
+            "reason": reason,
+        }
+        return await _page(request, "dashboard/actions/bulk_confirm.html", context, 400)
+    operation = await sync_to_async(_create_operation)(user, env_id, plan, force, reason)
+    await audit.arecord(
+        user=user,
+        action=action,
+        outcome="succeeded",
+        environment_id=env_id,
+        reason=reason,
+        sent={
+            "force": force,
+            "selection": plan["selection"],
+            "count": len(plan["ids"]),
+            "work_ids": plan["ids"],
+        },
+        via=audit.via_of(request),
+    )
+    start_bulk(operation.pk)
+    return HttpResponseRedirect(reverse("bulk_progress", args=[env_id, operation.pk]))
+
+
+def _create_operation(
+    user: Any, env_id: str, plan: dict[str, Any], force: bool, reason: str
+) -> BulkOperation:
+    operation = BulkOperation.objects.create(
+        environment_id=env_id,
+        force=force,
+        reason=reason,
+        selection=plan["selection"],
+        created_by=user,
+        username=user.get_username(),
+    )
+    BulkItem.objects.bulk_create(
+        BulkItem(operation=operation, position=position, work_id=work_id)
+        for position, work_id in enumerate(plan["ids"])
+    )
+    return operation
+
+
+@require_GET
+@require_action("bulk")
+async def bulk_progress(request: HttpRequest, env_id: str, operation_id: uuid.UUID) -> HttpResponse:
+    """Progress and per-item results of a bulk stop; htmx polls the fragment every second while it runs."""
+    _checked_ids(env_id)
+    context = await sync_to_async(_progress_context)(env_id, operation_id)
+    template = "dashboard/actions/bulk_progress.html"
+    if getattr(request, "htmx", False):
+        template = "dashboard/actions/_bulk_progress.html"
+    return await _page(request, template, context)
+
+
+def _progress_context(env_id: str, operation_id: uuid.UUID) -> dict[str, Any]:
+    operation = BulkOperation.objects.filter(pk=operation_id, environment_id=env_id).first()
+    if operation is None:
+        raise Http404("No such bulk operation")
+    if operation.status == BulkOperation.RUNNING and _runner_missing(operation):
+        start_bulk(operation.pk, resume_from=operation.heartbeat_at)
+    items = list(operation.items.all())
+    counts = dict.fromkeys(("pending", "stopped", "stopping", "already_stopped", "failed"), 0)
+    for item in items:
+        counts[item.status] = counts.get(item.status, 0) + 1
+    return {
+        "environment_id": env_id,
+        "operation": operation,
+        "items": items,
+        "counts": counts,
+        "total": len(items),
+        "done": len(items) - counts["pending"],
+        "running": operation.status == BulkOperation.RUNNING,
+        "progress_url": reverse("bulk_progress", args=[env_id, operation.pk]),
+        "environment_url": reverse("environment", args=[env_id]),
+    }
+
+
+# The runners of this process, by operation id.
+_runners: dict[uuid.UUID, threading.Thread] = {}
+_runners_lock = threading.Lock()
+
+
+def _stale_after() -> timedelta:
+    # One item can take a whole timeout plus the retry budget; only silence well beyond that means a dead runner.
+    seconds = 2 * (settings.UPSTREAM_TIMEOUT_SECONDS + settings.UPSTREAM_RETRY_TOTAL_SECONDS) + 15
+    return timedelta(seconds=seconds)
+
+
+def _runner_missing(operation: BulkOperation) -> bool:
+    with _runners_lock:
+        runner = _runners.get(operation.pk)
+    if runner is not None and runner.is_alive():
+        return False
+    return timezone.now() - operation.heartbeat_at > _stale_after()
+
+
+def start_bulk(operation_id: uuid.UUID, resume_from: Any = None) -> bool:
+    """Run the operation's pending items in a background thread; False if another runner has it.
+
+    ``resume_from`` (the stale heartbeat seen) claims an interrupted operation: only one claimer can move the
+    heartbeat from that value, whichever instance it runs in.
+    """
+    if resume_from is not None:
+        claimed = BulkOperation.objects.filter(
+            pk=operation_id, status=BulkOperation.RUNNING, heartbeat_at=resume_from
+        ).update(heartbeat_at=timezone.now())
+        if not claimed:
+            return False
+    with _runners_lock:
+        existing = _runners.get(operation_id)
+        if existing is not None and existing.is_alive():
+            return False
+        runner = threading.Thread(
+            target=_run_bulk, args=(operation_id,), name=f"bulk-{operation_id}", daemon=True
+        )
+        _runners[operation_id] = runner
+    runner.start()
+    return True
+
+
+def wait_for_bulk(operation_id: uuid.UUID, timeout: float = 60.0) -> bool:
+    """Block until this process's runner of the operation ends; True if it did (for tests and shutdown)."""
+    with _runners_lock:
+        runner = _runners.get(operation_id)
+    if runner is None:
+        return True
+    runner.join(timeout)
+    return not runner.is_alive()
+
+
+def _run_bulk(operation_id: uuid.UUID) -> None:
+    try:
+        operation = BulkOperation.objects.get(pk=operation_id)
+        user = (
+            get_user_model().objects.filter(pk=operation.created_by_id).first()
+            if operation.created_by_id
+            else None
+        )
+        with upstream.sync_client() as api:
+            for item in operation.items.filter(status=BulkItem.PENDING).order_by("position"):
+                _stop_one(api, operation, item, user)
+                BulkOperation.objects.filter(pk=operation_id).update(heartbeat_at=timezone.now())
+        BulkOperation.objects.filter(pk=operation_id).update(
+            status=BulkOperation.FINISHED, finished_at=timezone.now(), heartbeat_at=timezone.now()
+        )
+    except Exception:
+        # Left "running": the next look at the progress page after the stale window resumes the pending items.
+        logger.exception("bulk operation %s stopped unexpectedly", operation_id)
+    finally:
+        connections.close_all()
+
+
+def _stop_one(api: Any, operation: BulkOperation, item: BulkItem, user: Any) -> None:
+    force = operation.force
+    error = ""
+    with upstream.capture_response() as seen:
+        try:
+            result = api.stop_work(operation.environment_id, item.work_id, force=True if force else None)
+        except AlreadyStopped as exc:
+            item.status, item.detail = BulkItem.ALREADY_STOPPED, "already stopped"
+            item.upstream_status, item.request_id = exc.status or 409, exc.request_id or ""
+            outcome, error = "succeeded", "already stopped"
+        except WorkAPIError as exc:
+            banner = upstream.failure_banner(exc)
+            item.status, item.detail = BulkItem.FAILED, f"{banner['title']}: {banner['message']}"
+            item.upstream_status, item.request_id = exc.status, exc.request_id or ""
+            outcome, error = "failed", f"{exc.kind}: {banner['message']}"
+        else:
+            item.status = BulkItem.STOPPED if result.state == "stopped" else BulkItem.STOPPING
+            item.detail = f"now {result.state}"
+            item.upstream_status, item.request_id = seen["status"], seen["request_id"]
+            outcome = "succeeded"
+    item.finished_at = timezone.now()
+    item.save(update_fields=["status", "detail", "upstream_status", "request_id", "finished_at"])
+    audit.record(
+        user=user,
+        username=operation.username,
+        action="force_stop" if force else "stop",
+        outcome=outcome,
+        environment_id=operation.environment_id,
+        work_id=item.work_id,
+        reason=operation.reason,
+        sent={"force": force, "bulk_operation": str(operation.pk)},
+        upstream_status=item.upstream_status,
+        request_id=item.request_id,
+        error=error,
+        via="bulk",
+    )

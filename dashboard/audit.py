@@ -1,0 +1,162 @@
+"""Writing and checking the audit log: the one way to add an entry, and the chain verification.
+
+Each entry's hash covers its fields and the previous entry's hash, so changing, removing or reordering any entry
+breaks every hash after it. Appends lock one chain-head row before reading the previous hash: on PostgreSQL the
+first statement (an UPDATE of that row) takes a row lock held until commit; on SQLite the same statement takes the
+database's write lock. Either way concurrent appends from any number of threads or processes form one chain.
+
+The page that shows the log and its exports live in ``dashboard.auditlog``; the model in ``dashboard.models``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.db import IntegrityError, transaction
+from django.db.models import F, QuerySet
+from django.http import HttpRequest
+from django.utils import timezone
+
+from dashboard.models import OUTCOMES, AuditChainHead, AuditEntry
+from workqueue.errors import redact
+
+__all__ = ["ChainBreak", "arecord", "entries_for_work", "record", "verify_chain", "via_of"]
+
+GENESIS_HASH = "0" * 64
+_HEAD_ID = 1
+
+
+def via_of(request: HttpRequest) -> str:
+    """How an action arrived: a plain page submission or an htmx request."""
+    return "htmx" if request.headers.get("HX-Request") == "true" else "page"
+
+
+def _username(user: Any) -> str:
+    if user is None or not getattr(user, "is_authenticated", False):
+        return ""
+    return str(user.get_username())
+
+
+def _lock_head() -> AuditChainHead:
+    """Take the chain lock (must be the transaction's first statement) and return the head row."""
+    heads = AuditChainHead.objects.filter(pk=_HEAD_ID)
+    if not heads.update(length=F("length") + 1):
+        # First append ever (or after a test flush): create the head, carrying on from any entries still there.
+        last = AuditEntry.objects.order_by("-sequence").first()
+        try:
+            with transaction.atomic():
+                AuditChainHead.objects.create(
+                    pk=_HEAD_ID,
+                    length=(last.sequence if last else 0) + 1,
+                    last_hash=last.hash if last else GENESIS_HASH,
+                )
+        except IntegrityError:
+            # Someone else created it meanwhile; the UPDATE now waits for their commit, then locks.
+            heads.update(length=F("length") + 1)
+    return heads.select_for_update().get()
+
+
+def record(
+    *,
+    user: Any,
+    action: str,
+    outcome: str,
+    environment_id: str = "",
+    work_id: str = "",
+    reason: str = "",
+    sent: Any = None,
+    upstream_status: int | None = None,
+    request_id: str | None = "",
+    error: str = "",
+    via: str = "page",
+    token_name: str = "",
+    username: str | None = None,
+) -> AuditEntry:
+    """Append one entry to the audit log and return it. ``outcome`` is "succeeded", "failed" or "denied".
+
+    Anything shaped like a credential in ``reason`` or ``error`` is redacted: people paste the wrong thing.
+
+    ``username`` defaults to the user's; pass it when acting for someone whose account may be gone.
+    """
+    if outcome not in OUTCOMES:
+        raise ValueError(f"outcome must be one of {', '.join(OUTCOMES)}; got {outcome!r}")
+    user_id = user.pk if user is not None and getattr(user, "is_authenticated", False) else None
+    with transaction.atomic():
+        head = _lock_head()
+        entry = AuditEntry(
+            sequence=head.length,
+            created_at=timezone.now(),
+            user_id=user_id,
+            username=_username(user) if username is None else username,
+            environment_id=environment_id or "",
+            work_id=work_id or "",
+            action=action,
+            reason=redact(reason or ""),
+            sent=sent,
+            outcome=outcome,
+            upstream_status=upstream_status,
+            request_id=request_id or "",
+            error=redact(error or ""),
+            via=via,
+            token_name=token_name or "",
+            prev_hash=head.last_hash or GENESIS_HASH,
+        )
+        entry.hash = entry.compute_hash()
+        entry._appending = True  # type: ignore[attr-defined]
+        entry.save(force_insert=True)
+        head.last_hash = entry.hash
+        head.save(update_fields=["last_hash"])
+    return entry
+
+
+async def arecord(**kwargs: Any) -> AuditEntry:
+    """``record`` for async views (the append runs in the database thread)."""
+    return await sync_to_async(_record_kwargs)(kwargs)
+
+
+def _record_kwargs(kwargs: dict[str, Any]) -> AuditEntry:
+    return record(**kwargs)
+
+
+def entries_for_work(work_id: str) -> QuerySet[AuditEntry]:
+    """The audit trail of one work item, newest first."""
+    return AuditEntry.objects.filter(work_id=work_id).order_by("-sequence")
+
+
+@dataclass(frozen=True)
+class ChainBreak:
+    sequence: int
+    entry_id: int
+    problem: str
+
+
+def verify_chain(batch_size: int = 2000) -> Iterator[ChainBreak]:
+    """Every place where the chain does not hold, oldest first (nothing when it is intact)."""
+    expected_prev = GENESIS_HASH
+    expected_sequence = 1
+    entries = AuditEntry.objects.order_by("sequence").iterator(chunk_size=batch_size)
+    for entry in entries:
+        if entry.sequence != expected_sequence:
+            yield ChainBreak(
+                entry.sequence,
+                entry.pk,
+                f"sequence {entry.sequence} follows {expected_sequence - 1}: an entry is missing or was reordered",
+            )
+        if entry.prev_hash != expected_prev:
+            yield ChainBreak(
+                entry.sequence, entry.pk, "prev_hash does not match the hash of the entry before it"
+            )
+        if entry.compute_hash() != entry.hash:
+            yield ChainBreak(entry.sequence, entry.pk, "its content does not match its hash: it was changed")
+        expected_prev = entry.hash
+        expected_sequence = entry.sequence + 1
+    head = AuditChainHead.objects.filter(pk=_HEAD_ID).first()
+    if head is not None and head.length > 0 and head.last_hash != expected_prev:
+        yield ChainBreak(
+            head.length,
+            0,
+            f"the chain head records {head.length} entries ending elsewhere: the newest were removed",
+        )

@@ -1,0 +1,110 @@
+"""The token pages: create a personal access token (shown once), list yours, revoke one; admins see and revoke all.
+
+Anyone with a role may hold tokens; a token can never do more than its owner's role allows (the gateway checks the
+role at each call, so a demoted person's tokens are demoted with them). Creation and revocation are audited.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from dashboard import audit
+from dashboard.gateway import tokens
+from dashboard.gateway.forms import TokenForm
+from dashboard.gateway.models import PersonalAccessToken
+from dashboard.permissions import Role, require_action, role_of
+
+# Enough for every script a person runs; a bound keeps a runaway form-poster from filling the table.
+MAX_ACTIVE_TOKENS_PER_USER: Final = 25
+
+
+def _is_admin(user: Any) -> bool:
+    role = role_of(user)
+    return role is not None and role >= Role.ADMIN
+
+
+def _page(
+    request: HttpRequest,
+    form: TokenForm,
+    *,
+    created: PersonalAccessToken | None = None,
+    secret: str = "",
+    status: int = 200,
+) -> HttpResponse:
+    user: Any = request.user
+    context = {
+        "nav": "tokens",
+        "form": form,
+        "created": created,
+        "secret": secret,
+        "own_tokens": PersonalAccessToken.objects.filter(user_id=user.pk).select_related("revoked_by"),
+        "is_admin": _is_admin(user),
+        "all_tokens": (
+            PersonalAccessToken.objects.exclude(user_id=user.pk).select_related("user", "revoked_by")
+            if _is_admin(user)
+            else None
+        ),
+        "gateway_base_url": request.build_absolute_uri("/gateway"),
+    }
+    return render(request, "gateway/tokens.html", context, status=status)
+
+
+@never_cache
+@require_GET
+@require_action("view")
+def token_list(request: HttpRequest) -> HttpResponse:
+    """Your tokens (and, for an admin, everyone's), with the form to create one."""
+    return _page(request, TokenForm())
+
+
+@never_cache
+@require_http_methods(["POST"])
+@require_action("view")
+def token_create(request: HttpRequest) -> HttpResponse:
+    """Create a token and show its secret this once; the response is never cached."""
+    form = TokenForm(request.POST)
+    if not form.is_valid():
+        return _page(request, form, status=400)
+    active = PersonalAccessToken.objects.active_for(request.user).count()
+    if active >= MAX_ACTIVE_TOKENS_PER_USER:
+        form.add_error(None, f"You already have {active} active tokens; revoke one you no longer use first.")
+        return _page(request, form, status=400)
+    token, secret = tokens.mint(request.user, form.cleaned_data["name"], form.cleaned_data["expires_in_days"])
+    audit.record(
+        user=request.user,
+        action="token_create",
+        outcome="succeeded",
+        sent={
+            "name": token.name,
+            "prefix": token.prefix,
+            "expires_at": token.expires_at.isoformat(),
+        },
+        via=audit.via_of(request),
+        token_name=token.name,
+    )
+    return _page(request, TokenForm(), created=token, secret=secret, status=201)
+
+
+@require_POST
+@require_action("view")
+def token_revoke(request: HttpRequest, token_id: int) -> HttpResponse:
+    """Revoke one of your tokens, or (an admin) anyone's. Someone else's token is simply not found."""
+    token = get_object_or_404(PersonalAccessToken.objects.select_related("user"), pk=token_id)
+    if token.user_id != request.user.pk and not _is_admin(request.user):
+        raise Http404("No such token.")
+    if tokens.revoke(token, request.user):
+        audit.record(
+            user=request.user,
+            action="token_revoke",
+            outcome="succeeded",
+            reason=str(request.POST.get("reason", ""))[:2000],
+            sent={"owner": token.user.get_username(), "name": token.name, "prefix": token.prefix},
+            via=audit.via_of(request),
+            token_name=token.name,
+        )
+    return redirect("tokens")

@@ -1,0 +1,248 @@
+"""The websockets the pages and the wall display connect to, speaking the htmx websocket extension's language.
+
+Every frame is HTML whose top-level elements carry ``hx-swap-oob`` and the id of the element they replace. The
+feed renders each snapshot once; a consumer only forwards the text it receives from its channel-layer group (for
+the environment page, followed by the cells of the rows that page shows). Routes:
+
+- ``/ws/live/?env=<id>&env=...``: overview tiles of the environments the page shows;
+- ``/ws/live/<env_id>/?work=<id>&work=...``: an environment's queue panel and the cells of the rows shown;
+- ``/ws/live/<env_id>/<work_id>/``: one work item's state and lease;
+- ``/ws/display/<token>/?env=...``: a wall display's tiles.
+
+Who may connect: a signed-in user with a role (any role may view everything live), or a display link that is
+neither forged nor revoked, which only receives the environments it was made for. A user's socket is closed when
+the session ends or the role goes (checked every ``LIVE_REAUTH_SECONDS``); a display's when its link is revoked. The Origin header is checked
+by ``AllowedHostsOriginValidator`` in ``dashboard.asgi``. A refused socket is closed before it is accepted (the
+browser sees the handshake fail, and htmx does not retry a refusal).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from typing import Any
+from urllib.parse import parse_qs
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+
+from dashboard.live import metrics
+from dashboard.live.feed import LiveRuntime, env_key, group_name, runtime, work_key
+
+logger = logging.getLogger(__name__)
+
+_ENVIRONMENT_ID = re.compile(r"env_[A-Za-z0-9_-]{1,100}")
+_WORK_ID = re.compile(r"work_[A-Za-z0-9_-]{1,100}")
+# Bounds on what one socket may ask for: the overview and displays list environments, a page shows at most 100 rows.
+MAX_ENVIRONMENTS = 500
+MAX_ROWS = 100
+# Close codes (4000-4999 are the application's): htmx reconnects only after abnormal closes, never after these.
+CLOSE_REVOKED = 4403
+CLOSE_SIGNED_OUT = 4401
+# Tells a wall display's page (static/live.js) to load itself again.
+RELOAD_DISPLAY = '<div id="wall-reload" hx-swap-oob="true" hidden data-reload></div>'
+
+
+def _valid(pattern: re.Pattern[str], values: list[str], limit: int) -> list[str]:
+    seen: dict[str, None] = {}
+    for value in values:
+        if pattern.fullmatch(value) and value not in seen:
+            seen[value] = None
+        if len(seen) >= limit:
+            break
+    return list(seen)
+
+
+def _can_view(user: Any) -> bool:
+    from dashboard.permissions import can
+
+    return can(user, "view")
+
+
+def _still_signed_in(session: Any, user_id: Any) -> bool:
+    """The socket's session still exists (no logout, not expired) and its user still has a role."""
+    from django.contrib.auth import get_user_model
+
+    from dashboard.permissions import can
+
+    if session is None or not session.session_key or not session.exists(session.session_key):
+        return False
+    user = get_user_model().objects.filter(pk=user_id).first()
+    return user is not None and can(user, "view")
+
+
+def _display_link(token: str) -> Any:
+    from dashboard.live.models import DisplayLink
+
+    return DisplayLink.for_token(token)
+
+
+class LiveConsumer(AsyncWebsocketConsumer):
+    """One socket of one page; which page is told by the route (``kind`` in the route's kwargs)."""
+
+    runtime: LiveRuntime
+
+    async def connect(self) -> None:
+        self.groups_joined: list[str] = []
+        self.watched: list[str] = []
+        self.accepted = False
+        self.kind = ""
+        self.environments: set[str] = set()
+        self.rows: set[str] = set()
+        self.recheck: asyncio.Task[None] | None = None
+        self.user_id: Any = None
+        self.runtime = runtime()
+        self.runtime.ensure_started()
+        kwargs = self.scope["url_route"]["kwargs"]
+        query = parse_qs(self.scope.get("query_string", b"").decode("latin1"))
+        if "token" in kwargs:
+            await self._connect_display(kwargs["token"], query)
+            return
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated or not await database_sync_to_async(_can_view)(user):
+            await self.close()
+            return
+        environment_id = kwargs.get("env_id")
+        work_id = kwargs.get("work_id")
+        self.user_id = user.pk
+        if environment_id is None:
+            await self._connect_overview(query)
+        elif not _ENVIRONMENT_ID.fullmatch(environment_id):
+            await self.close()
+        elif work_id is None:
+            await self._connect_environment(environment_id, query)
+        elif _WORK_ID.fullmatch(work_id):
+            await self._connect_work_item(environment_id, work_id)
+        else:
+            await self.close()
+
+    async def _known_environments(self, requested: list[str]) -> list[str]:
+        """The requested environments that exist (when the list of environments is known)."""
+        directory = await self.runtime.directory(load=False)
+        if directory is None:
+            return requested
+        known = {entry["id"] for entry in directory}
+        return [e for e in requested if e in known]
+
+    async def _start(self, kind: str, groups: list[str], watched: list[str]) -> None:
+        self.kind = kind
+        for group in groups:
+            await self.channel_layer.group_add(group, self.channel_name)
+            self.groups_joined.append(group)
+        await self.accept()
+        self.accepted = True
+        metrics.WEBSOCKETS_OPEN.labels(kind).inc()
+        if self.user_id is not None:
+            self.recheck = asyncio.create_task(self._recheck_sign_in(self.user_id))
+        self.watched = watched
+        self.runtime.watch(watched)
+
+    async def _connect_overview(self, query: dict[str, list[str]]) -> None:
+        requested = _valid(_ENVIRONMENT_ID, query.get("env", []), MAX_ENVIRONMENTS)
+        environments = await self._known_environments(requested)
+        self.environments = set(environments)
+        await self._start("overview", [group_name("overview")], [env_key(e) for e in environments])
+        cached = await self.runtime.cached(environments)
+        text = "".join(payload["tile"] for payload in cached if payload)
+        if text:
+            await self.send(text_data=text)
+
+    async def _connect_environment(self, environment_id: str, query: dict[str, list[str]]) -> None:
+        self.environments = {environment_id}
+        self.rows = set(_valid(_WORK_ID, query.get("work", []), MAX_ROWS))
+        watched = [env_key(environment_id), *(work_key(environment_id, w) for w in sorted(self.rows))]
+        await self._start("environment", [group_name("environment", environment_id)], watched)
+        (payload,) = await self.runtime.cached([environment_id])
+        if payload:
+            await self._send_environment(payload["environment"], payload.get("rows") or {})
+
+    async def _connect_work_item(self, environment_id: str, work_id: str) -> None:
+        self.environments = {environment_id}
+        await self._start(
+            "work_item", [group_name("work", environment_id, work_id)], [work_key(environment_id, work_id)]
+        )
+        (payload,) = await self.runtime.cached([environment_id])
+        text = (payload or {}).get("items", {}).get(work_id)
+        if text:
+            await self.send(text_data=text)
+
+    async def _connect_display(self, token: str, query: dict[str, list[str]]) -> None:
+        link = await database_sync_to_async(_display_link)(token)
+        if link is None or link.is_revoked:
+            await self.close()
+            return
+        requested = _valid(_ENVIRONMENT_ID, query.get("env", []), MAX_ENVIRONMENTS)
+        environments = [e for e in await self._known_environments(requested) if link.shows(e)]
+        self.environments = set(environments)
+        self.display_link = link
+        groups = [group_name("display", str(link.pk)), *(group_name("wall", e) for e in environments)]
+        if link.shows_all:
+            groups.append(group_name("directory"))
+        await self._start("display", groups, [env_key(e) for e in environments])
+        cached = await self.runtime.cached(environments)
+        text = "".join(payload["wall"] for payload in cached if payload)
+        if text:
+            await self.send(text_data=text)
+
+    async def _recheck_sign_in(self, user_id: Any) -> None:
+        """A socket outlives its page's login: every so often, check the person is still signed in with a role."""
+        from dashboard.live import conf
+
+        while True:
+            await asyncio.sleep(conf.reauth_seconds())
+            allowed = await database_sync_to_async(_still_signed_in)(self.scope.get("session"), user_id)
+            if not allowed:
+                await self.close(code=CLOSE_SIGNED_OUT)
+                return
+
+    async def disconnect(self, code: int) -> None:
+        recheck: asyncio.Task[None] | None = getattr(self, "recheck", None)
+        if recheck is not None:
+            recheck.cancel()
+        for group in getattr(self, "groups_joined", []):
+            await self.channel_layer.group_discard(group, self.channel_name)
+        if getattr(self, "watched", None):
+            self.runtime.unwatch(self.watched)
+            self.watched = []
+        if getattr(self, "accepted", False):
+            metrics.WEBSOCKETS_OPEN.labels(self.kind).dec()
+            self.accepted = False
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        # Read-only: whatever a client sends is ignored.
+        return None
+
+    async def _send_environment(self, text: str, rows: dict[str, str]) -> None:
+        await self.send(text_data=text)
+        # Table cells go in a frame of their own: after other elements, an HTML parser would drop them.
+        cells = "".join(html for work_id, html in sorted(rows.items()) if work_id in self.rows)
+        if cells:
+            await self.send(text_data=cells)
+
+    # --- group messages (each type named after its handler)
+
+    async def live_tile(self, event: dict[str, Any]) -> None:
+        if event.get("environment_id") in self.environments:
+            await self.send(text_data=event["text"])
+
+    async def live_environment(self, event: dict[str, Any]) -> None:
+        await self._send_environment(event["text"], event.get("rows") or {})
+
+    async def live_item(self, event: dict[str, Any]) -> None:
+        await self.send(text_data=event["text"])
+
+    async def live_wall(self, event: dict[str, Any]) -> None:
+        await self.send(text_data=event["text"])
+
+    async def display_revoked(self, event: dict[str, Any]) -> None:
+        await self.close(code=CLOSE_REVOKED)
+
+    async def live_directory(self, event: dict[str, Any]) -> None:
+        """The list of environments changed: a display showing all of them reloads to show the new list."""
+        link = getattr(self, "display_link", None)
+        if link is None:
+            return
+        shown = {e for e in event.get("environments", []) if link.shows(e)}
+        if shown != self.environments:
+            await self.send(text_data=RELOAD_DISPLAY)

@@ -1,0 +1,755 @@
+"""The live feed: one upstream poller per watched environment, whatever the number of viewers or instances.
+
+How it runs. Each process has one ``LiveRuntime`` (per event loop). It is started by the ASGI lifespan
+(``dashboard.live.lifespan``, so wall displays are fed from the moment the server is up) and, failing that, by the
+first websocket that connects; both are idempotent. Its supervisor wakes every half interval (and at once when a
+viewer arrives or leaves) and:
+
+1. announces which keys this instance's viewers watch (``env:<env_id>``, ``work:<env_id>:<work_id>``);
+2. reads what every instance's viewers watch, plus the environments configured on wall displays;
+3. keeps only environments in the directory (the self-hosted environments the upstream lists), so a viewer cannot
+   make the dashboard poll ids that do not exist;
+4. takes or renews the lease of each wanted environment's feed and runs the feeds it holds; lets go of the rest.
+
+An ``EnvironmentFeed`` polls ``stats`` every ``FEED_INTERVAL_SECONDS`` and lists the newest page(s) of work (with the
+environment key) for the active and stuck counts and the watched rows, retrieves watched items not in those pages,
+stores a history sample, renders the snapshot once, caches it for viewers who connect later, and sends the rendered
+text to the channel-layer groups. An upstream failure produces a stale snapshot that keeps the last numbers and says
+since when, why, and the request-id; the next good poll clears it.
+
+What does not live here: locks and presence (``coordination``), HTML (``snapshots``), sockets (``consumers``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import math
+import time
+from collections import Counter, deque
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.utils import timezone
+
+from dashboard import stuck, upstream
+from dashboard.live import conf, metrics
+from dashboard.live.coordination import Coordinator, coordinator_from_settings, new_instance_id
+from dashboard.live.snapshots import Fragments, ItemView, Snapshot, Staleness, iso, render
+from dashboard.live.sparkline import HistoryPoint
+from workqueue.client import WorkAPIClient
+from workqueue.errors import NotFound, WorkAPIError
+from workqueue.records import WorkItem
+
+logger = logging.getLogger(__name__)
+
+# How long a cached snapshot outlives its feed: a viewer arriving after the feed stopped still sees the last numbers
+# (marked with their age) rather than nothing.
+SNAPSHOT_CACHE_SECONDS = 24 * 3600
+# Without a directory (the upstream never answered the environments list) at most this many watched ids get a feed.
+UNCHECKED_ENVIRONMENTS_CAP = 20
+DISPLAY_REFRESH_SECONDS = 10.0
+PRUNE_EVERY_SECONDS = 300.0
+RETRIEVE_CONCURRENCY = 4
+
+
+# --- Names shared with the consumers -----------------------------------------------------------------------------
+
+
+def group_name(kind: str, *ids: str) -> str:
+    """A channel-layer group name; ids are hashed because group names are limited to 100 plain characters."""
+    if not ids:
+        return f"live.{kind}"
+    digest = hashlib.sha256("\x1f".join(ids).encode()).hexdigest()[:40]
+    return f"live.{kind}.{digest}"
+
+
+def env_key(environment_id: str) -> str:
+    return f"env:{environment_id}"
+
+
+def work_key(environment_id: str, work_id: str) -> str:
+    return f"work:{environment_id}:{work_id}"
+
+
+def snapshot_cache_key(environment_id: str) -> str:
+    return f"snapshot:{environment_id}"
+
+
+DIRECTORY_CACHE_KEY = "directory"
+
+
+def _environments_of(keys: Iterable[str]) -> tuple[set[str], dict[str, set[str]]]:
+    environments: set[str] = set()
+    items: dict[str, set[str]] = {}
+    for key in keys:
+        kind, _, rest = key.partition(":")
+        if kind == "env" and rest:
+            environments.add(rest)
+        elif kind == "work":
+            environment_id, _, work_id = rest.partition(":")
+            if environment_id and work_id:
+                environments.add(environment_id)
+                items.setdefault(environment_id, set()).add(work_id)
+    return environments, items
+
+
+@dataclass
+class DisplayInterest:
+    all_environments: bool = False
+    environments: set[str] = field(default_factory=set)
+
+
+def _display_interest_sync() -> DisplayInterest:
+    from dashboard.live.models import DisplayLink
+
+    interest = DisplayInterest()
+    for environments in DisplayLink.objects.active().values_list("environments", flat=True):
+        if not environments:
+            interest.all_environments = True
+        else:
+            interest.environments.update(str(e) for e in environments)
+    return interest
+
+
+def _store_sample(environment_id: str, point: HistoryPoint, oldest_age: float | None) -> None:
+    from dashboard.live.models import QueueSample
+
+    QueueSample.objects.create(
+        environment_id=environment_id,
+        at=point.at,
+        depth=point.depth,
+        pending=point.pending,
+        workers_polling=point.workers_polling,
+        oldest_queued_age_seconds=oldest_age,
+    )
+
+
+def _load_history_sync(environment_id: str, since: datetime) -> list[HistoryPoint]:
+    from dashboard.live.models import QueueSample
+
+    rows = QueueSample.objects.filter(environment_id=environment_id, at__gte=since).order_by("at")
+    return [
+        HistoryPoint(at=r.at, depth=r.depth, pending=r.pending, workers_polling=r.workers_polling)
+        for r in rows.only("at", "depth", "pending", "workers_polling")[:20000]
+    ]
+
+
+def _prune_sync(before: datetime) -> int:
+    from dashboard.live.models import QueueSample
+
+    deleted, _ = QueueSample.objects.filter(at__lt=before).delete()
+    return deleted
+
+
+def _item_view(item: WorkItem, now: datetime) -> ItemView:
+    health = stuck.lease_health(item, now)
+    return ItemView(
+        id=item.id,
+        environment_id=item.environment_id,
+        state=item.state,
+        created_at=item.created_at,
+        acknowledged_at=item.acknowledged_at,
+        started_at=item.started_at,
+        latest_heartbeat_at=item.latest_heartbeat_at,
+        stop_requested_at=item.stop_requested_at,
+        stopped_at=item.stopped_at,
+        stuck_reason=health.get("stuck_reason"),
+        lease=health,
+    )
+
+
+def _staleness(exc: WorkAPIError, previous: Staleness | None) -> Staleness:
+    banner = upstream.failure_banner(exc)
+    return Staleness(
+        # The first failure of a run of failures says since when; later ones only update why.
+        since=previous.since if previous is not None else exc.occurred_at,
+        reason=str(banner["title"]),
+        detail=str(banner["message"]),
+        kind=exc.kind,
+        request_id=exc.request_id or "",
+        status=exc.status,
+    )
+
+
+async def _cancel_and_wait(task: asyncio.Task[None]) -> None:
+    """Cancel ``task`` and wait for it to end, without swallowing a cancellation of the caller itself."""
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            raise
+    except Exception:
+        logger.exception("A live feed task failed while stopping")
+
+
+# --- One environment ---------------------------------------------------------------------------------------------
+
+
+class EnvironmentFeed:
+    """Polls one environment every interval while this instance holds its lease."""
+
+    def __init__(self, runtime: LiveRuntime, environment_id: str) -> None:
+        self.runtime = runtime
+        self.environment_id = environment_id
+        self.snapshot: Snapshot | None = None
+        self.history: deque[HistoryPoint] = deque()
+        self.polls = 0
+        self._sent_rows: dict[str, str] = {}
+        self._sent_items: dict[str, str] = {}
+        self.task = asyncio.create_task(self._run(), name=f"live-feed-{environment_id}")
+
+    async def stop(self) -> None:
+        await _cancel_and_wait(self.task)
+        metrics.forget_environment(self.environment_id)
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            await self._load_history()
+        except Exception:
+            logger.exception(
+                "Could not load the queue history of %s; the chart starts empty", self.environment_id
+            )
+        interval = conf.feed_interval()
+        due = loop.time()
+        while True:
+            try:
+                await self.poll_once(due)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # A bug in one poll must not end the feed: the screens would freeze without saying so.
+                logger.exception(
+                    "The live feed of %s failed to poll; trying again next interval", self.environment_id
+                )
+            due += interval
+            now = loop.time()
+            if due <= now:
+                # Slower than the interval (a hanging upstream): skip the missed polls, never poll back to back.
+                due += (math.floor((now - due) / interval) + 1) * interval
+            await asyncio.sleep(due - now)
+
+    async def _load_history(self) -> None:
+        since = timezone.now() - timedelta(seconds=conf.history_window_seconds())
+        points = await database_sync_to_async(_load_history_sync)(self.environment_id, since)
+        self.history.extend(points)
+
+    async def _list_work(self, client: WorkAPIClient, key: str) -> tuple[list[WorkItem], bool]:
+        items: list[WorkItem] = []
+        cursor: str | None = None
+        for _ in range(conf.feed_work_pages()):
+            page = await client.list_work(
+                self.environment_id, environment_key=key, limit=conf.feed_work_page_size(), page=cursor
+            )
+            items.extend(page.data)
+            cursor = page.next_page
+            if cursor is None:
+                return items, False
+        return items, True
+
+    async def _retrieve(self, client: WorkAPIClient, work_ids: list[str]) -> dict[str, WorkItem | None]:
+        """Watched items outside the listed pages, one call each (bounded); None for one that no longer exists."""
+        semaphore = asyncio.Semaphore(RETRIEVE_CONCURRENCY)
+        found: dict[str, WorkItem | None] = {}
+
+        async def one(work_id: str) -> None:
+            async with semaphore:
+                try:
+                    found[work_id] = await client.retrieve_work(self.environment_id, work_id)
+                except NotFound:
+                    found[work_id] = None
+                except WorkAPIError:
+                    pass  # keep what the last snapshot showed for it
+
+        await asyncio.gather(*(one(work_id) for work_id in work_ids))
+        return found
+
+    async def poll_once(self, due: float | None = None) -> Snapshot:
+        runtime = self.runtime
+        client = runtime.client
+        environment_id = self.environment_id
+        # database_sync_to_async (not sync_to_async): it closes the connection afterwards, as a request would.
+        key = await database_sync_to_async(upstream.environment_key_sync)(environment_id)
+        pages = conf.feed_work_pages()
+
+        async def listing() -> tuple[list[WorkItem], bool] | None:
+            if key is None or pages == 0:
+                return None
+            return await self._list_work(client, key)
+
+        stats_result, list_result = await asyncio.gather(
+            client.work_stats(environment_id), listing(), return_exceptions=True
+        )
+        for result in (stats_result, list_result):
+            if isinstance(result, BaseException) and not isinstance(result, WorkAPIError):
+                raise result
+        self.polls += 1
+        now = timezone.now()
+        previous = self.snapshot
+        # The queue numbers are what a snapshot is about: only their failure makes it stale. A failed work list
+        # leaves the active and stuck counts as they were, with a note saying why.
+        failure = stats_result if isinstance(stats_result, WorkAPIError) else None
+
+        snapshot = Snapshot(
+            environment_id=environment_id,
+            name=runtime.environment_name(environment_id),
+            at=previous.at if previous else None,
+            published_at=now,
+        )
+        if previous is not None:
+            # Whatever cannot be read now keeps its last value (and the snapshot says it is stale).
+            for name in (
+                "depth",
+                "pending",
+                "workers_polling",
+                "oldest_queued_at",
+                "active",
+                "stuck",
+                "listed",
+            ):
+                setattr(snapshot, name, getattr(previous, name))
+            snapshot.counts_capped = previous.counts_capped
+            snapshot.counts_note = previous.counts_note
+            snapshot.items = dict(previous.items)
+        if not isinstance(stats_result, BaseException):
+            snapshot.depth = stats_result.depth
+            snapshot.pending = stats_result.pending
+            snapshot.workers_polling = stats_result.workers_polling
+            snapshot.oldest_queued_at = stats_result.oldest_queued_at
+            snapshot.at = now
+            point = HistoryPoint(now, stats_result.depth, stats_result.pending, stats_result.workers_polling)
+            self.history.append(point)
+            try:
+                await database_sync_to_async(_store_sample)(
+                    environment_id, point, snapshot.oldest_queued_seconds
+                )
+            except Exception:
+                logger.exception("Could not store a queue sample of %s", environment_id)
+        horizon = now - timedelta(seconds=conf.history_window_seconds())
+        while self.history and self.history[0].at < horizon:
+            self.history.popleft()
+        snapshot.history = list(self.history)
+
+        watched = set(runtime.watched_items.get(environment_id, set()))
+        listed_ids: set[str] = set()
+        if key is None:
+            snapshot.active = snapshot.stuck = None
+            snapshot.counts_note = "No environment key: active and stuck counts need one."
+        elif isinstance(list_result, WorkAPIError):
+            banner = upstream.failure_banner(list_result)
+            request_id = f" (request id {banner['request_id']})" if banner["request_id"] else ""
+            snapshot.counts_note = f"Active and stuck counts not updated: {banner['title']}{request_id}."
+        elif isinstance(list_result, tuple):
+            items, capped = list_result
+            live = [item for item in items if item.state != "stopped"]
+            snapshot.active = sum(1 for item in live if item.state == "active")
+            snapshot.stuck = sum(1 for item in live if stuck.stuck_reason(item, now) is not None)
+            snapshot.listed, snapshot.counts_capped, snapshot.counts_note = len(items), capped, ""
+            for item in items:
+                listed_ids.add(item.id)
+                if item.id in watched:
+                    snapshot.items[item.id] = _item_view(item, now)
+        missing = sorted(watched - listed_ids)[: conf.feed_max_watched_items()]
+        if missing:
+            for work_id, retrieved in (await self._retrieve(client, missing)).items():
+                if retrieved is None:
+                    snapshot.items.pop(work_id, None)
+                else:
+                    snapshot.items[work_id] = _item_view(retrieved, now)
+        # Forget items nobody watches any more.
+        snapshot.items = {work_id: view for work_id, view in snapshot.items.items() if work_id in watched}
+
+        if failure is not None:
+            snapshot.stale = _staleness(failure, previous.stale if previous else None)
+        self.snapshot = snapshot
+        fragments = render(snapshot, watched_items=watched, interval=conf.feed_interval())
+        await runtime.publish(snapshot, fragments, self._changed(fragments))
+        self._export(snapshot, due)
+        return snapshot
+
+    def _changed(self, fragments: Fragments) -> tuple[dict[str, str], dict[str, str]]:
+        """Rows and items whose HTML differs from what was last sent: only those go out to open sockets."""
+        rows = {k: v for k, v in fragments.rows.items() if self._sent_rows.get(k) != v}
+        items = {k: v for k, v in fragments.items.items() if self._sent_items.get(k) != v}
+        self._sent_rows = dict(fragments.rows)
+        self._sent_items = dict(fragments.items)
+        return rows, items
+
+    def _export(self, snapshot: Snapshot, due: float | None) -> None:
+        environment_id = self.environment_id
+        if due is not None:
+            metrics.FEED_LAG.labels(environment_id).set(max(0.0, asyncio.get_running_loop().time() - due))
+        metrics.FEED_STALE.labels(environment_id).set(1 if snapshot.stale else 0)
+        if snapshot.at is not None:
+            metrics.FEED_SNAPSHOT_TIME.labels(environment_id).set(snapshot.at.timestamp())
+        if snapshot.depth is not None:
+            metrics.QUEUE_DEPTH.labels(environment_id).set(snapshot.depth)
+        if snapshot.pending is not None:
+            metrics.QUEUE_PENDING.labels(environment_id).set(snapshot.pending)
+        if snapshot.workers_polling is not None:
+            metrics.WORKERS_POLLING.labels(environment_id).set(snapshot.workers_polling)
+        metrics.OLDEST_QUEUED_AGE.labels(environment_id).set(snapshot.oldest_queued_seconds or 0.0)
+        if snapshot.stuck is not None:
+            metrics.STUCK_WORK.labels(environment_id).set(snapshot.stuck)
+        if snapshot.active is not None:
+            metrics.ACTIVE_WORK.labels(environment_id).set(snapshot.active)
+
+
+# --- The process's runtime ---------------------------------------------------------------------------------------
+
+
+class LiveRuntime:
+    """Everything live in this process: local viewers, the feeds held here, the supervisor that decides."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.instance_id = new_instance_id()
+        self.coordinator: Coordinator = coordinator_from_settings(self.instance_id)
+        self.local_watch: Counter[str] = Counter()
+        self.feeds: dict[str, EnvironmentFeed] = {}
+        self.watched_items: dict[str, set[str]] = {}
+        self._client: WorkAPIClient | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._directory: list[dict[str, str]] | None = None
+        self._directory_names: dict[str, str] = {}
+        self._directory_read_at = -math.inf
+        self._displays = DisplayInterest()
+        self._displays_read_at = -math.inf
+        self._pruned_at = -math.inf
+        self._announced: frozenset[str] | None = None
+        self.stopped = False
+
+    # --- lifecycle
+
+    @property
+    def client(self) -> WorkAPIClient:
+        if self._client is None:
+            self._client = feed_client()
+        return self._client
+
+    def ensure_started(self) -> None:
+        if self.stopped:
+            return
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._supervise(), name="live-supervisor")
+
+    async def stop(self) -> None:
+        """Stop every feed and give their leases up, so another instance takes them over at once."""
+        self.stopped = True
+        if self._task is not None:
+            await _cancel_and_wait(self._task)
+        for feed in list(self.feeds.values()):
+            await feed.stop()
+        self.feeds.clear()
+        metrics.FEEDS_HELD.set(0)
+        with contextlib.suppress(Exception):
+            await self.coordinator.close()
+        if self._client is not None:
+            with contextlib.suppress(Exception):
+                await self._client.aclose()
+
+    # --- viewers (called by the consumers)
+
+    def watch(self, keys: Iterable[str]) -> None:
+        self.local_watch.update(keys)
+        self.ensure_started()
+        self._wake.set()
+
+    def unwatch(self, keys: Iterable[str]) -> None:
+        self.local_watch.subtract(keys)
+        self.local_watch = +self.local_watch  # drops keys nobody here watches any more
+        self._wake.set()
+
+    async def cached(self, environment_ids: list[str]) -> list[dict[str, Any] | None]:
+        """The latest snapshot payload of each environment (None where there is none yet), for a new viewer."""
+        return await read_cached(self.coordinator, environment_ids)
+
+    def environment_name(self, environment_id: str) -> str:
+        return self._directory_names.get(environment_id, environment_id)
+
+    async def directory(self, *, load: bool = True) -> list[dict[str, str]] | None:
+        """The self-hosted environments (``[{"id", "name"}]``, by name): this process's copy, else the shared
+        cache, else (``load``) read from the upstream now. None when it cannot be known."""
+        if (
+            self._directory is not None
+            and time.monotonic() - self._directory_read_at < conf.directory_interval()
+        ):
+            return self._directory
+        entries = await read_directory(self.coordinator, self.client if load else None)
+        if entries is not None:
+            self._set_directory(entries)
+        return self._directory
+
+    def _set_directory(self, entries: list[dict[str, str]]) -> None:
+        self._directory = entries
+        self._directory_names = {e["id"]: e["name"] for e in entries}
+        self._directory_read_at = time.monotonic()
+
+    async def _read_directory(self) -> None:
+        before = [entry["id"] for entry in self._directory] if self._directory is not None else None
+        self._set_directory(await fetch_directory(self.coordinator, self.client))
+        after = [entry["id"] for entry in self._directory or []]
+        layer = get_channel_layer()
+        if before is not None and before != after and layer is not None:
+            # Wall displays showing every environment re-render when one is added or goes away.
+            await layer.group_send(group_name("directory"), {"type": "live.directory", "environments": after})
+
+    # --- publishing (called by the feeds)
+
+    async def publish(
+        self, snapshot: Snapshot, fragments: Fragments, changed: tuple[dict[str, str], dict[str, str]]
+    ) -> None:
+        environment_id = snapshot.environment_id
+        payload = {
+            "environment_id": environment_id,
+            "name": snapshot.name,
+            "at": iso(snapshot.at),
+            "published_at": iso(snapshot.published_at),
+            "stale": snapshot.stale is not None,
+            "depth": snapshot.depth,
+            "tile": fragments.tile,
+            "environment": fragments.environment,
+            "wall": fragments.wall,
+            "rows": fragments.rows,
+            "items": fragments.items,
+        }
+        # Cache first: a viewer connecting now reads this or a newer one, never an older one after a newer message.
+        try:
+            await self.coordinator.put(
+                snapshot_cache_key(environment_id), json.dumps(payload), SNAPSHOT_CACHE_SECONDS
+            )
+        except Exception:
+            logger.warning("Could not cache the snapshot of %s", environment_id, exc_info=True)
+        layer = get_channel_layer()
+        if layer is None:
+            return
+        rows, items = changed
+        await layer.group_send(
+            group_name("overview"),
+            {"type": "live.tile", "environment_id": environment_id, "text": fragments.tile},
+        )
+        await layer.group_send(
+            group_name("environment", environment_id),
+            {"type": "live.environment", "text": fragments.environment, "rows": rows},
+        )
+        await layer.group_send(
+            group_name("wall", environment_id), {"type": "live.wall", "text": fragments.wall}
+        )
+        for work_id, text in items.items():
+            await layer.group_send(
+                group_name("work", environment_id, work_id), {"type": "live.item", "text": text}
+            )
+
+    # --- the supervisor
+
+    async def _supervise(self) -> None:
+        while not self.stopped:
+            self._wake.clear()
+            try:
+                await self.tick()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("The live feed supervisor failed; trying again shortly")
+            # asyncio.timeout rather than wait_for: on 3.11 wait_for can swallow a cancellation that arrives just as
+            # the event is set, and the supervisor would outlive its runtime.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(conf.supervisor_tick()):
+                    await self._wake.wait()
+
+    async def tick(self) -> None:
+        """One round: announce, decide which feeds to run, hold their leases, start and stop feeds."""
+        local = frozenset(self.local_watch)
+        # Presence outlives a dead instance by a few intervals only; a live one renews it every tick.
+        await self.coordinator.announce(local, ttl=max(5.0, 4 * conf.feed_interval()))
+        watched = await self.coordinator.watched()
+        displays = await self._display_interest()
+        wanted, self.watched_items = _environments_of(watched)
+        wanted |= displays.environments
+        directory: list[dict[str, str]] | None = None
+        if wanted or displays.all_environments:
+            directory = await self._refresh_directory()
+        if directory is not None:
+            known = {entry["id"] for entry in directory}
+            if displays.all_environments:
+                wanted |= known
+            wanted &= known
+        else:
+            wanted = set(sorted(wanted)[:UNCHECKED_ENVIRONMENTS_CAP])
+        await self._hold_feeds(wanted)
+        await self._prune_history()
+
+    async def _display_interest(self) -> DisplayInterest:
+        if time.monotonic() - self._displays_read_at >= DISPLAY_REFRESH_SECONDS:
+            try:
+                self._displays = await database_sync_to_async(_display_interest_sync)()
+                self._displays_read_at = time.monotonic()
+            except Exception:
+                logger.warning("Could not read the wall displays' environments", exc_info=True)
+        return self._displays
+
+    def refresh_displays(self) -> None:
+        """Re-read the wall displays' environments on the next tick (a link was created or revoked)."""
+        self._displays_read_at = -math.inf
+        self._wake.set()
+
+    async def _refresh_directory(self) -> list[dict[str, str]] | None:
+        due = time.monotonic() - self._directory_read_at >= conf.directory_interval()
+        if not due and self._directory is not None:
+            return self._directory
+        # One instance reads the list from the upstream; the others take it from the shared cache.
+        held = await self.coordinator.hold("directory", ttl=3 * conf.directory_interval())
+        if held:
+            try:
+                await self._read_directory()
+            except WorkAPIError as exc:
+                logger.warning("Could not read the environments list: %s", exc)
+                self._directory_read_at = time.monotonic() - conf.directory_interval() + conf.feed_interval()
+            return self._directory
+        return await self.directory(load=False)
+
+    async def _hold_feeds(self, wanted: set[str]) -> None:
+        ttl = conf.lease_ttl()
+        for environment_id in sorted(wanted):
+            try:
+                held = await self.coordinator.hold(f"feed:{environment_id}", ttl)
+            except Exception:
+                logger.warning("Could not renew the lease of %s's feed", environment_id, exc_info=True)
+                held = False
+            feed = self.feeds.get(environment_id)
+            if held and feed is None:
+                logger.info("Live feed of %s starts on %s", environment_id, self.instance_id)
+                self.feeds[environment_id] = EnvironmentFeed(self, environment_id)
+            elif not held and feed is not None:
+                logger.info("Live feed of %s moved to another instance", environment_id)
+                del self.feeds[environment_id]
+                await feed.stop()
+        for environment_id in [e for e in self.feeds if e not in wanted]:
+            feed = self.feeds.pop(environment_id)
+            await feed.stop()
+            with contextlib.suppress(Exception):
+                await self.coordinator.release(f"feed:{environment_id}")
+        metrics.FEEDS_HELD.set(len(self.feeds))
+
+    async def _prune_history(self) -> None:
+        if time.monotonic() - self._pruned_at < PRUNE_EVERY_SECONDS:
+            return
+        self._pruned_at = time.monotonic()
+        if not await self.coordinator.hold("prune", ttl=PRUNE_EVERY_SECONDS):
+            return
+        before = timezone.now() - timedelta(hours=conf.history_retention_hours())
+        try:
+            deleted = await database_sync_to_async(_prune_sync)(before)
+        except Exception:
+            logger.exception("Could not prune the queue history")
+            return
+        if deleted:
+            logger.info("Pruned %d queue samples older than %s", deleted, before.isoformat())
+
+
+def feed_client() -> WorkAPIClient:
+    """A client for the feed: short timeout, and no retries (the next interval is the retry, and a poll must not
+    outlast its interval). Its calls are measured for ``/metrics``."""
+    return WorkAPIClient(
+        api_key=settings.ANTHROPIC_API_KEY,
+        base_url=settings.ANTHROPIC_BASE_URL,
+        timeout=conf.feed_timeout(),
+        retry_total=0,
+        workspace_id=settings.ANTHROPIC_WORKSPACE_ID or None,
+        transport=metrics.instrumented_transport(),
+    )
+
+
+# --- Shared state without a runtime (pages) -----------------------------------------------------------------------
+
+
+async def read_cached(coordinator: Coordinator, environment_ids: list[str]) -> list[dict[str, Any] | None]:
+    try:
+        values = await coordinator.get_many([snapshot_cache_key(e) for e in environment_ids])
+    except Exception:
+        logger.warning("Could not read cached snapshots", exc_info=True)
+        return [None] * len(environment_ids)
+    payloads: list[dict[str, Any] | None] = []
+    for value in values:
+        try:
+            payloads.append(json.loads(value) if value else None)
+        except ValueError:
+            payloads.append(None)
+    return payloads
+
+
+async def fetch_directory(coordinator: Coordinator, client: WorkAPIClient) -> list[dict[str, str]]:
+    """Read the self-hosted environments from the upstream (the same list, in the same order, as the overview)."""
+    from dashboard.views import self_hosted_environments
+
+    environments = await self_hosted_environments(client)
+    entries = [{"id": e.id, "name": e.name} for e in environments]
+    with contextlib.suppress(Exception):
+        await coordinator.put(DIRECTORY_CACHE_KEY, json.dumps(entries), SNAPSHOT_CACHE_SECONDS)
+    return entries
+
+
+async def read_directory(
+    coordinator: Coordinator, client: WorkAPIClient | None
+) -> list[dict[str, str]] | None:
+    """The cached directory, else (given a client) the upstream's; None if neither is available."""
+    with contextlib.suppress(Exception):
+        cached = await coordinator.get(DIRECTORY_CACHE_KEY)
+        if cached:
+            entries: list[dict[str, str]] = json.loads(cached)
+            return entries
+    if client is None:
+        return None
+    try:
+        return await fetch_directory(coordinator, client)
+    except WorkAPIError:
+        return None
+
+
+@contextlib.asynccontextmanager
+async def shared_state() -> AsyncIterator[Coordinator]:
+    """A short-lived handle on the shared cache, for pages (which must not start or replace the runtime)."""
+    coordinator = coordinator_from_settings(new_instance_id())
+    try:
+        yield coordinator
+    finally:
+        with contextlib.suppress(Exception):
+            await coordinator.close()
+
+
+_runtime: LiveRuntime | None = None
+
+
+def runtime() -> LiveRuntime:
+    """This process's runtime (one per event loop: a server has one; tests start a fresh one per loop)."""
+    global _runtime
+    loop = asyncio.get_running_loop()
+    if _runtime is None or _runtime.loop is not loop or _runtime.stopped:
+        _runtime = LiveRuntime()
+    return _runtime
+
+
+def current_runtime() -> LiveRuntime | None:
+    """The runtime if one exists in this process (for ``/metrics`` and ``/readyz``), without creating one."""
+    return _runtime
+
+
+async def shutdown() -> None:
+    """Stop this process's runtime (ASGI lifespan shutdown; tests)."""
+    global _runtime
+    if _runtime is not None:
+        current, _runtime = _runtime, None
+        if current.loop is asyncio.get_running_loop():
+            await current.stop()

@@ -1,0 +1,267 @@
+"""The dashboard's own data: the audit log, environment keys, bulk operations and per-user preferences.
+
+What lives here is only what the dashboard itself must remember; everything about work items comes from the Work API.
+
+- ``AuditEntry``: the append-only, hash-chained record of every action (see ``dashboard.audit`` for how entries
+  are added; this module only refuses every other way of writing them).
+- ``EnvironmentKey``: an environment key entered by an admin, stored encrypted (``dashboard.crypto``).
+- ``BulkOperation`` / ``BulkItem``: a bulk stop in progress and its result item by item.
+- ``UserPreference``: per-user display choices (local time instead of UTC).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from typing import Any, ClassVar
+
+from django.conf import settings
+from django.db import models
+
+# -- Audit log --------------------------------------------------------------------------------------------------
+
+
+class AuditLogIsAppendOnly(Exception):
+    """Raised on any attempt to change or delete an audit entry through the ORM."""
+
+
+OUTCOMES = ("succeeded", "failed", "denied")
+
+# The fields that go into an entry's hash, in the user's words. ``user`` (the foreign key) is left out on purpose:
+# deleting a user account nulls it, and that must not break the chain; ``username`` keeps who it was.
+HASHED_FIELDS = (
+    "sequence",
+    "created_at",
+    "username",
+    "environment_id",
+    "work_id",
+    "action",
+    "reason",
+    "sent",
+    "outcome",
+    "upstream_status",
+    "request_id",
+    "error",
+    "via",
+    "token_name",
+)
+
+
+class AuditEntryQuerySet(models.QuerySet["AuditEntry"]):
+    """Reads only: every bulk write path of a queryset is refused."""
+
+    def update(self, **kwargs: Any) -> int:
+        raise AuditLogIsAppendOnly("Audit entries cannot be changed.")
+
+    def delete(self) -> tuple[int, dict[str, int]]:
+        raise AuditLogIsAppendOnly("Audit entries cannot be deleted.")
+
+    def bulk_update(self, objs: Any, fields: Any, batch_size: int | None = None) -> int:
+        raise AuditLogIsAppendOnly("Audit entries cannot be changed.")
+
+    def bulk_create(self, objs: Any, *args: Any, **kwargs: Any) -> list[AuditEntry]:
+        raise AuditLogIsAppendOnly("Audit entries are added one at a time with dashboard.audit.record().")
+
+    def update_or_create(self, *args: Any, **kwargs: Any) -> tuple[AuditEntry, bool]:
+        raise AuditLogIsAppendOnly("Audit entries cannot be changed.")
+
+
+AuditEntryManager = models.Manager.from_queryset(AuditEntryQuerySet)
+
+
+class AuditEntry(models.Model):
+    """One action someone took (or tried to take), as it happened. Never changed after it is written."""
+
+    sequence = models.PositiveBigIntegerField(unique=True, editable=False)
+    created_at = models.DateTimeField(editable=False, db_index=True)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    username = models.CharField(max_length=150, blank=True, db_index=True)
+    environment_id = models.CharField(max_length=120, blank=True, db_index=True)
+    work_id = models.CharField(max_length=120, blank=True, db_index=True)
+    action = models.CharField(max_length=40, db_index=True)
+    reason = models.TextField(blank=True)
+    sent = models.JSONField(null=True, blank=True)
+    outcome = models.CharField(max_length=16, db_index=True)
+    upstream_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    request_id = models.CharField(max_length=200, blank=True)
+    error = models.TextField(blank=True)
+    via = models.CharField(max_length=40, blank=True)
+    token_name = models.CharField(max_length=100, blank=True)
+    prev_hash = models.CharField(max_length=64, editable=False)
+    hash = models.CharField(max_length=64, unique=True, editable=False)
+
+    objects: ClassVar[AuditEntryManager] = AuditEntryManager()
+
+    class Meta:
+        ordering = ("-sequence",)
+        verbose_name_plural = "audit entries"
+        # Django's default add/change/delete permissions would only invite someone to grant them.
+        default_permissions = ("view",)
+
+    def __str__(self) -> str:
+        return f"#{self.sequence} {self.username or '-'} {self.action} {self.outcome}"
+
+    @property
+    def sent_text(self) -> str:
+        """What was sent, as compact JSON for display."""
+        return "" if self.sent is None else json.dumps(self.sent, sort_keys=True, ensure_ascii=False)
+
+    @property
+    def already_stopped(self) -> bool:
+        return self.upstream_status == 409 and self.action in ("stop", "force_stop")
+
+    def hashed_fields(self) -> dict[str, Any]:
+        values = {name: getattr(self, name) for name in HASHED_FIELDS}
+        values["created_at"] = self.created_at.isoformat(timespec="microseconds")
+        values["prev_hash"] = self.prev_hash
+        return values
+
+    def compute_hash(self) -> str:
+        canonical = json.dumps(
+            self.hashed_fields(), sort_keys=True, separators=(",", ":"), ensure_ascii=False
+        )
+        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if not self._state.adding:
+            raise AuditLogIsAppendOnly("Audit entries cannot be changed.")
+        if not getattr(self, "_appending", False):
+            raise AuditLogIsAppendOnly("Audit entries are added with dashboard.audit.record().")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
+        raise AuditLogIsAppendOnly("Audit entries cannot be deleted.")
+
+
+class AuditChainHead(models.Model):
+    """The single row every append locks first, so appends form one chain whatever the database or process."""
+
+    length = models.PositiveBigIntegerField(default=0)
+    last_hash = models.CharField(max_length=64, default="")
+
+    def __str__(self) -> str:
+        return f"audit chain of {self.length}"
+
+
+# -- Environment keys -------------------------------------------------------------------------------------------
+
+
+def mask_key(key: str) -> str:
+    """How a key is shown anywhere: its family prefix and its last four characters."""
+    return f"sk-ant-…{key[-4:]}" if len(key) >= 8 else "sk-ant-…"
+
+
+class EnvironmentKey(models.Model):
+    """An environment key entered by an admin. The key itself is only ever stored encrypted."""
+
+    environment_id = models.CharField(max_length=120, unique=True)
+    name = models.CharField(max_length=200, blank=True, help_text="What this environment is, for people.")
+    encrypted_key = models.TextField()
+    last4 = models.CharField(max_length=4)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    updated_by = models.CharField(max_length=150, blank=True)
+
+    class Meta:
+        ordering = ("environment_id",)
+
+    def __str__(self) -> str:
+        return f"{self.environment_id} ({self.masked})"
+
+    @property
+    def masked(self) -> str:
+        return f"sk-ant-…{self.last4}"
+
+    def set_key(self, key: str) -> None:
+        from dashboard import crypto
+
+        self.encrypted_key = crypto.encrypt(key)
+        self.last4 = key[-4:]
+
+    def key(self) -> str:
+        from dashboard import crypto
+
+        return crypto.decrypt(self.encrypted_key)
+
+
+# -- Bulk operations --------------------------------------------------------------------------------------------
+
+
+class BulkOperation(models.Model):
+    """A bulk stop (or force-stop) of many work items in one environment, run in the background."""
+
+    RUNNING = "running"
+    FINISHED = "finished"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    environment_id = models.CharField(max_length=120)
+    force = models.BooleanField(default=False)
+    reason = models.TextField()
+    selection = models.CharField(max_length=20)  # "selected" or "stuck"
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    username = models.CharField(max_length=150)
+    created_at = models.DateTimeField(auto_now_add=True)
+    # Touched after every item; a running operation that stops being touched was interrupted and can be resumed.
+    heartbeat_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    status = models.CharField(max_length=20, default=RUNNING)
+
+    class Meta:
+        ordering = ("-created_at",)
+
+    def __str__(self) -> str:
+        return f"bulk {'force-stop' if self.force else 'stop'} in {self.environment_id} ({self.status})"
+
+    @property
+    def action(self) -> str:
+        return "bulk_force_stop" if self.force else "bulk_stop"
+
+
+class BulkItem(models.Model):
+    """One work item of a bulk operation and what happened to it."""
+
+    PENDING = "pending"
+    STOPPED = "stopped"
+    STOPPING = "stopping"
+    ALREADY_STOPPED = "already_stopped"
+    FAILED = "failed"
+
+    operation = models.ForeignKey(BulkOperation, on_delete=models.CASCADE, related_name="items")
+    position = models.PositiveIntegerField()
+    work_id = models.CharField(max_length=120)
+    status = models.CharField(max_length=20, default=PENDING)
+    detail = models.TextField(blank=True)
+    upstream_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    request_id = models.CharField(max_length=200, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ("position",)
+        constraints = [models.UniqueConstraint(fields=("operation", "work_id"), name="bulk_item_once")]
+
+    def __str__(self) -> str:
+        return f"{self.work_id}: {self.status}"
+
+    @property
+    def status_label(self) -> str:
+        return self.status.replace("_", " ")
+
+
+# -- Preferences ------------------------------------------------------------------------------------------------
+
+
+class UserPreference(models.Model):
+    """Display choices of one person."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="preference")
+    local_time = models.BooleanField(
+        default=False, help_text="Show times in the browser's time zone, not UTC."
+    )
+
+    def __str__(self) -> str:
+        return f"preferences of {self.user_id}"

@@ -1,0 +1,208 @@
+"""The dashboard's door to the Work API: a client built from settings, environment keys, and failure banners.
+
+Views get a client here (``async with upstream.client() as c:``), the environment key an environment's work list
+needs (decrypted from the admin-entered store, else from the deployment's ``ENVIRONMENT_KEYS``), and, when a call
+fails, the banner to show: what failed, when, and the upstream request-id. Never a stack trace, never a credential.
+
+What does not live here: HTTP, retries and error mapping (``workqueue.client``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from contextvars import ContextVar
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import httpx
+from asgiref.sync import sync_to_async
+from django.conf import settings
+
+from workqueue.client import _tls_context
+from workqueue.errors import WorkAPIError, redact
+
+if TYPE_CHECKING:
+    from workqueue.client import SyncWorkAPIClient, WorkAPIClient
+
+__all__ = [
+    "aenvironment_key_sources",
+    "capture_response",
+    "client",
+    "sync_client",
+    "environment_key",
+    "environment_key_sources",
+    "environment_key_sync",
+    "failure_banner",
+]
+
+# What each kind of failure is called on the page.
+_TITLES = {
+    "invalid_id": "Not a valid id",
+    "connection": "Could not reach the Work API",
+    "timeout": "The Work API did not answer in time",
+    "malformed": "The Work API sent an answer that could not be understood",
+    "bad_request": "The Work API refused the request",
+    "invalid_metadata": "The Work API refused the metadata",
+    "authentication": "The Work API did not accept the dashboard's credentials",
+    "permission": "The Work API does not allow this",
+    "not_found": "Not found upstream",
+    "conflict": "The Work API reported a conflict",
+    "already_stopped": "Already stopped",
+    "precondition_failed": "The work item changed meanwhile",
+    "rate_limited": "The Work API is rate limiting the dashboard",
+    "overloaded": "The Work API is overloaded",
+    "unavailable": "The Work API is unavailable",
+    "server_error": "The Work API had an internal error",
+    "no_environment_key": "No environment key for this environment",
+}
+
+
+# The status and request-id of the last upstream response seen inside ``capture_response()``. The records the
+# client returns carry only the body; the audit log also wants the request-id of a call that succeeded.
+_last_response: ContextVar[dict[str, Any] | None] = ContextVar("upstream_last_response", default=None)
+
+
+@contextlib.contextmanager
+def capture_response() -> Iterator[dict[str, Any]]:
+    """``with capture_response() as seen: ...``: afterwards ``seen`` holds ``status`` and ``request_id``.
+
+    Works per task and per thread (a context variable), so concurrent calls do not see each other's answers.
+    """
+    seen: dict[str, Any] = {"status": None, "request_id": ""}
+    token = _last_response.set(seen)
+    try:
+        yield seen
+    finally:
+        _last_response.reset(token)
+
+
+def _note(response: httpx.Response) -> None:
+    seen = _last_response.get()
+    if seen is not None:
+        seen["status"] = response.status_code
+        seen["request_id"] = response.headers.get("request-id", "")
+
+
+class _NotingAsyncTransport(httpx.AsyncBaseTransport):
+    def __init__(self) -> None:
+        # Inside the metrics transport, so page and action calls show up in /metrics beside the feed's. It uses the
+        # process's one TLS context: building one per client costs ~0.1 s of CPU on every page and action.
+        from dashboard.live.metrics import instrumented_transport
+
+        self._inner: httpx.AsyncBaseTransport = instrumented_transport()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self._inner.handle_async_request(request)
+        _note(response)
+        return response
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+class _NotingTransport(httpx.BaseTransport):
+    def __init__(self) -> None:
+        self._inner = httpx.HTTPTransport(verify=_tls_context())
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = self._inner.handle_request(request)
+        _note(response)
+        return response
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+def _options() -> dict[str, Any]:
+    return {
+        "api_key": settings.ANTHROPIC_API_KEY,
+        "base_url": settings.ANTHROPIC_BASE_URL,
+        "timeout": settings.UPSTREAM_TIMEOUT_SECONDS,
+        "retry_total": settings.UPSTREAM_RETRY_TOTAL_SECONDS,
+        "workspace_id": settings.ANTHROPIC_WORKSPACE_ID or None,
+    }
+
+
+def client() -> WorkAPIClient:
+    """A new async client configured from settings; use it as an async context manager."""
+    from workqueue.client import WorkAPIClient
+
+    return WorkAPIClient(**_options(), transport=_NotingAsyncTransport())
+
+
+def sync_client() -> SyncWorkAPIClient:
+    """The blocking twin of ``client()``, for code that runs in a thread of its own (bulk operations)."""
+    from workqueue.client import SyncWorkAPIClient
+
+    return SyncWorkAPIClient(**_options(), transport=_NotingTransport())
+
+
+def environment_key_sync(environment_id: str) -> str | None:
+    """The decrypted environment key for ``environment_id``: admin-entered first, then the deployment's."""
+    from dashboard.models import EnvironmentKey
+
+    stored = EnvironmentKey.objects.filter(environment_id=environment_id).first()
+    if stored is not None:
+        return stored.key()
+    deployed: dict[str, str] = getattr(settings, "ENVIRONMENT_KEYS", {})
+    return deployed.get(environment_id)
+
+
+async def environment_key(environment_id: str) -> str | None:
+    return await sync_to_async(environment_key_sync)(environment_id)
+
+
+def environment_key_sources() -> dict[str, dict[str, str]]:
+    """``{environment_id: {"source": "dashboard"|"deployment", "masked": "sk-ant-…abcd", "name": ...}}``.
+
+    For pages that need to know which environments can list work, without ever holding a key.
+    """
+    from dashboard.models import EnvironmentKey, mask_key
+
+    sources: dict[str, dict[str, str]] = {
+        environment_id: {"source": "deployment", "masked": mask_key(key), "name": ""}
+        for environment_id, key in getattr(settings, "ENVIRONMENT_KEYS", {}).items()
+    }
+    for stored in EnvironmentKey.objects.all():
+        sources[stored.environment_id] = {"source": "dashboard", "masked": stored.masked, "name": stored.name}
+    return sources
+
+
+async def aenvironment_key_sources() -> dict[str, dict[str, str]]:
+    return await sync_to_async(environment_key_sources)()
+
+
+def failure_banner(exc: WorkAPIError) -> dict[str, Any]:
+    """What a page shows about a failed upstream call: kind, title, message, when, status and request-id."""
+    occurred_at: datetime = getattr(exc, "occurred_at", None) or datetime.now().astimezone()
+    return {
+        "kind": exc.kind,
+        "title": _TITLES.get(exc.kind, "The Work API call failed"),
+        # The client never puts a credential in a message; redacting again costs nothing and guards a regression.
+        "message": redact(
+            str(exc.message), settings.ANTHROPIC_API_KEY, *getattr(settings, "ENVIRONMENT_KEYS", {}).values()
+        ),
+        "request_id": exc.request_id or "",
+        "status": exc.status,
+        "retry_after": exc.retry_after,
+        "occurred_at": occurred_at,
+    }
+
+
+def missing_key_banner(environment_id: str) -> dict[str, Any]:
+    """The banner for an environment whose work cannot be listed because no key is configured."""
+    from django.utils import timezone
+
+    return {
+        "kind": "no_environment_key",
+        "title": _TITLES["no_environment_key"],
+        "message": (
+            f"Listing the work of {environment_id} needs its environment key. An admin can add it on the "
+            "configuration page, or the deployment can set ENVIRONMENT_KEYS."
+        ),
+        "request_id": "",
+        "status": None,
+        "retry_after": None,
+        "occurred_at": timezone.now(),
+    }

@@ -1,0 +1,118 @@
+"""Live pages in a real browser: two tabs follow the queue without a reload, and say so when the upstream goes away
+and when it comes back. The upstream here is an emulator process of this test's own, so it can be stopped and
+started again on the same port and database."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from live_support import reset_local_state
+from pages_support import store_key
+
+from dashboard.live import feed
+from workqueue.emulator.control import EmulatorControl
+
+INTERVAL = 0.5
+
+
+@pytest.fixture
+def live_feed(live_server_url: str, settings: Any) -> Iterator[None]:
+    """Short feed intervals; the live runtime on the server's loop is stopped before the server."""
+    settings.FEED_INTERVAL_SECONDS = INTERVAL
+    settings.FEED_DIRECTORY_INTERVAL_SECONDS = 1.0
+    reset_local_state()
+    yield
+    runtime = feed.current_runtime()
+    if runtime is not None and runtime.loop.is_running():
+        asyncio.run_coroutine_threadsafe(feed.shutdown(), runtime.loop).result(timeout=10)
+    reset_local_state()
+
+
+def test_two_tabs_follow_the_queue_and_the_stale_badge_tells_the_truth(
+    page, live_feed, start_emulator, settings, sign_in, shoot
+):
+    from playwright.sync_api import expect
+
+    own = start_emulator()
+    control = EmulatorControl(own.base_url, own.api_key)
+    settings.ANTHROPIC_BASE_URL = own.base_url
+    settings.ANTHROPIC_API_KEY = own.api_key
+    env, key = control.create_environment("Payments")
+    store_key(env["id"], key)
+    env_id = env["id"]
+
+    sign_in("viewer")
+    page.goto("/")
+    second = page.context.new_page()
+    second.on("console", page.browser_errors.console)
+    second.on("pageerror", page.browser_errors.page_error)
+    second.goto("/")
+    tabs = (page, second)
+    for tab in tabs:
+        expect(tab.locator(f"#live-tile-{env_id}")).to_have_attribute("data-live-at", re.compile(r"^\d{4}-"))
+        expect(tab.locator(f"#figures-{env_id} [data-figure=depth]")).to_have_text("0")
+        tab.evaluate("window.stillTheSamePage = true")
+
+    for _ in range(3):
+        control.enqueue(env_id)
+    for tab in tabs:
+        expect(tab.locator(f"#figures-{env_id} [data-figure=depth]")).to_have_text("3")
+        expect(tab.locator(f"#live-tile-{env_id} [data-live-age]")).to_contain_text("Updated")
+        expect(tab.locator("[data-live-status]")).to_be_hidden()
+        assert tab.evaluate("window.stillTheSamePage") is True, "the page was reloaded"
+    shoot("overview-live")
+
+    own.stop()
+    for tab in tabs:
+        badge = tab.locator("[data-live-status]")
+        expect(badge).to_be_visible()
+        expect(badge).to_have_attribute("data-state", "stale")
+        expect(badge).to_contain_text("Stale since")
+        expect(badge).to_contain_text("Could not reach the Work API")
+        # The last numbers stay on screen, marked stale.
+        expect(tab.locator(f"#figures-{env_id} [data-figure=depth]")).to_have_text("3")
+        expect(tab.locator(f"#live-tile-{env_id}")).to_have_class(re.compile(r"\bis-stale\b"))
+    shoot("upstream-stopped")
+
+    restarted = type(own)(db_path=own.db_path, port=own.port, api_key=own.api_key)
+    try:
+        restarted.start()
+        control.enqueue(env_id)
+        for tab in tabs:
+            expect(tab.locator("[data-live-status]")).to_be_hidden()
+            expect(tab.locator(f"#figures-{env_id} [data-figure=depth]")).to_have_text("4")
+            expect(tab.locator(f"#live-tile-{env_id}")).not_to_have_class(re.compile(r"\bis-stale\b"))
+            assert tab.evaluate("window.stillTheSamePage") is True
+        shoot("upstream-back")
+    finally:
+        restarted.stop()
+        control.close()
+
+
+def test_the_environment_and_work_item_pages_follow_their_work(page, live_feed, upstream, sign_in):
+    from pages_support import environment, start_work
+    from playwright.sync_api import expect
+
+    env, key = environment(upstream, "Search")
+    in_list = start_work(upstream, env["id"], key, state="active")
+    followed = start_work(upstream, env["id"], key, state="active")
+    sign_in("operator")
+    page.goto(f"/environments/{env['id']}/")
+    expect(page.locator(f"#queue-{env['id']}")).to_have_attribute("data-live-at", re.compile(r"^\d{4}-"))
+    expect(page.locator(f"#queue-{env['id']} [data-figure=active]")).to_have_text("2")
+    upstream.enqueue(env["id"])
+    expect(page.locator(f"#queue-{env['id']} [data-figure=depth]")).to_have_text("1")
+    upstream.server_stop(env["id"], in_list.id)
+    expect(page.locator(f"#row-state-{in_list.id} .badge").first).to_have_text("stopping")
+    expect(page.locator(f"#queue-{env['id']} [data-figure=active]")).to_have_text("1")
+
+    page.goto(f"/environments/{env['id']}/work/{followed.id}/")
+    expect(page.locator(f"#lease-{followed.id}")).to_have_attribute("data-live-at", re.compile(r"^\d{4}-"))
+    expect(page.locator(f"#item-status-{followed.id} [data-state]")).to_have_text("active")
+    upstream.server_stop(env["id"], followed.id)
+    expect(page.locator(f"#item-status-{followed.id} [data-state]")).to_have_text("stopping")
+    expect(page.locator("[data-live-status]")).to_be_hidden()

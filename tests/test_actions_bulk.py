@@ -1,0 +1,271 @@
+"""Bulk stops against the emulator over real HTTP: selected items or every stuck item, the count preview, the typed
+confirmation for force, the background run with per-item results, progress polled by htmx (or refreshed without
+JavaScript), resuming an interrupted run, the cap, admins only, and the audit entries."""
+
+from __future__ import annotations
+
+import html as html_lib
+import re
+from datetime import timedelta
+
+import pytest
+from django.contrib.auth.models import User
+from django.utils import timezone
+from pages_support import environment, make_user, start_work, upstream  # noqa: F401
+
+from dashboard import actions
+from dashboard.models import AuditEntry, BulkItem, BulkOperation
+from workqueue.client import SyncWorkAPIClient
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def admin(client):
+    client.force_login(make_user("admin"))
+    return client
+
+
+@pytest.fixture
+def stuck_now(settings):
+    settings.STUCK_HEARTBEAT_SECONDS = 0  # every active item is stuck at once
+    settings.STUCK_QUEUED_SECONDS = 3600
+    settings.STUCK_STOPPING_SECONDS = 3600
+
+
+def states(emulator, env_id, ids):
+    with SyncWorkAPIClient(api_key=emulator.api_key, base_url=emulator.base_url, retry_total=0) as c:
+        return [c.retrieve_work(env_id, work_id).state for work_id in ids]
+
+
+def hidden(page: str, name: str) -> str:
+    match = re.search(rf'<input type="hidden" name="{name}" value="([^"]*)">', page)
+    assert match, f"no hidden {name}"
+    return html_lib.unescape(match.group(1))
+
+
+def run(client, env_id, plan, **fields):
+    response = client.post(f"/environments/{env_id}/bulk/start/", {"plan": plan, **fields})
+    if response.status_code != 302:
+        return response, None
+    operation = BulkOperation.objects.get()
+    assert response["Location"] == f"/environments/{env_id}/bulk/{operation.pk}/"
+    assert actions.wait_for_bulk(operation.pk, timeout=60)
+    return response, operation
+
+
+def test_an_admin_force_stops_every_stuck_item(admin, upstream, stuck_now):
+    env, key = environment(upstream, "east")
+    stuck = [start_work(upstream, env["id"], key).id for _ in range(3)]
+    queued = upstream.enqueue(env["id"])["id"]
+
+    confirm = admin.get(f"/environments/{env['id']}/bulk/?selection=stuck")
+
+    assert confirm.status_code == 200
+    page = confirm.content.decode()
+    assert 'data-count="3">3 work items will be stopped' in page
+    assert sorted(
+        re.findall(r"<tr data-bulk-item>\s*<td class=\"id\"><code>(work_[\w-]+)</code>", page)
+    ) == sorted(stuck)
+    assert queued not in page
+    assert 'data-confirm-match="east"' in page
+    plan = hidden(page, "plan")
+    upstream.reset_requests()
+
+    response, operation = run(admin, env["id"], plan, mode="force_stop", reason="incident 42", confirm="east")
+
+    assert operation is not None and operation.force
+    assert states(upstream, env["id"], stuck) == ["stopped"] * 3
+    assert states(upstream, env["id"], [queued]) == ["queued"]
+    assert upstream.requests()["by_route"]["stop"] == 3
+    progress = admin.get(response["Location"])
+    assert progress.status_code == 200
+    body = progress.content.decode()
+    assert 'data-bulk-status="finished"' in body
+    assert "<strong data-progress>3 of 3</strong> done" in body
+    assert sorted(re.findall(r'data-bulk-item="(work_[\w-]+)" data-result="stopped"', body)) == sorted(stuck)
+    assert "hx-trigger" not in body  # finished: no more polling
+    entries = list(AuditEntry.objects.order_by("sequence"))
+    assert [(e.action, e.outcome, e.via) for e in entries] == [("bulk_force_stop", "succeeded", "page")] + [
+        ("force_stop", "succeeded", "bulk")
+    ] * 3
+    started = entries[0].sent
+    assert started is not None and started["count"] == 3 and sorted(started["work_ids"]) == sorted(stuck)
+    assert {e.work_id for e in entries[1:]} == set(stuck)
+    assert all(e.reason == "incident 42" and e.username == "admin" for e in entries)
+    assert all(e.upstream_status == 200 and e.request_id for e in entries[1:])
+    assert all(e.sent == {"force": True, "bulk_operation": str(operation.pk)} for e in entries[1:])
+
+
+def test_force_needs_the_typed_confirmation(admin, upstream, stuck_now):
+    env, key = environment(upstream, "east")
+    item = start_work(upstream, env["id"], key).id
+    plan = hidden(admin.get(f"/environments/{env['id']}/bulk/?selection=stuck").content.decode(), "plan")
+    upstream.reset_requests()
+
+    response, _ = run(admin, env["id"], plan, mode="force_stop", reason="incident", confirm="EAST")
+
+    assert response.status_code == 400
+    assert "Type east to confirm a force-stop." in response.content.decode()
+    assert upstream.requests()["total"] == 0
+    assert not BulkOperation.objects.exists() and not AuditEntry.objects.exists()
+    assert states(upstream, env["id"], [item]) == ["active"]
+
+
+def test_selected_items_stop_gracefully_item_by_item(admin, upstream):
+    env, key = environment(upstream, "east")
+    active = start_work(upstream, env["id"], key).id
+    gone = start_work(upstream, env["id"], key).id
+    with SyncWorkAPIClient(api_key=upstream.api_key, base_url=upstream.base_url, retry_total=0) as c:
+        c.stop_work(env["id"], gone, force=True)
+    queued = upstream.enqueue(env["id"])["id"]  # last: a worker's poll would take it
+
+    confirm = admin.post(
+        f"/environments/{env['id']}/bulk/", {"selection": "selected", "work_ids": [active, queued, gone]}
+    )
+    assert confirm.status_code == 200
+    assert 'data-count="3">3 work items will be stopped' in confirm.content.decode()
+
+    _, operation = run(
+        admin, env["id"], hidden(confirm.content.decode(), "plan"), mode="stop", reason="drain"
+    )
+
+    assert not operation.force
+    results = dict(BulkItem.objects.values_list("work_id", "status"))
+    assert results == {active: "stopping", queued: "stopped", gone: "already_stopped"}
+    assert states(upstream, env["id"], [active, queued, gone]) == ["stopping", "stopped", "stopped"]
+    body = admin.get(f"/environments/{env['id']}/bulk/{operation.pk}/").content.decode()
+    assert f'data-bulk-item="{gone}" data-result="already_stopped"' in body
+    assert "already stopped" in body
+    gone_entry = AuditEntry.objects.get(work_id=gone)
+    assert (gone_entry.action, gone_entry.outcome, gone_entry.upstream_status) == ("stop", "succeeded", 409)
+
+
+def test_failures_are_reported_per_item(admin, upstream):
+    env, key = environment(upstream, "east")
+    ids = [start_work(upstream, env["id"], key).id for _ in range(2)]
+    confirm = admin.post(f"/environments/{env['id']}/bulk/", {"work_ids": ids})
+    upstream.set_fault(route="stop", status=503, count=1)
+
+    _, operation = run(
+        admin, env["id"], hidden(confirm.content.decode(), "plan"), mode="stop", reason="drain"
+    )
+
+    items = list(operation.items.order_by("position"))
+    assert [item.status for item in items] == ["failed", "stopping"]
+    assert items[0].upstream_status == 503 and items[0].request_id
+    assert items[0].detail.startswith("The Work API is unavailable: ")
+    failed = AuditEntry.objects.get(work_id=ids[0])
+    assert (failed.outcome, failed.upstream_status, failed.request_id) == ("failed", 503, items[0].request_id)
+
+
+def test_the_progress_fragment_polls_while_running_and_the_page_refreshes_without_javascript(admin, upstream):
+    env, _ = environment(upstream, "east")
+    user = User.objects.get(username="admin")
+    operation = BulkOperation.objects.create(
+        environment_id=env["id"], reason="r", selection="selected", created_by=user, username="admin"
+    )
+    BulkItem.objects.create(operation=operation, position=0, work_id="work_pending1")
+    url = f"/environments/{env['id']}/bulk/{operation.pk}/"
+
+    fragment = admin.get(url, headers={"HX-Request": "true"}).content.decode()
+    page = admin.get(url).content.decode()
+
+    assert fragment.lstrip().startswith('<section id="bulk-progress"')
+    assert f'hx-get="{url}" hx-trigger="every 1s" hx-swap="outerHTML"' in fragment
+    assert "<strong data-progress>0 of 1</strong>" in fragment
+    assert '<noscript><meta http-equiv="refresh" content="2"></noscript>' in page
+    assert f'<a href="{url}">Reload</a>' in page
+    assert "<html" in page and "<html" not in fragment
+
+
+def test_an_interrupted_run_is_resumed_by_the_progress_page(admin, upstream):
+    env, key = environment(upstream, "east")
+    item = start_work(upstream, env["id"], key).id
+    user = User.objects.get(username="admin")
+    operation = BulkOperation.objects.create(
+        environment_id=env["id"],
+        reason="r",
+        force=True,
+        selection="selected",
+        created_by=user,
+        username="admin",
+    )
+    BulkItem.objects.create(operation=operation, position=0, work_id=item)
+    BulkOperation.objects.filter(pk=operation.pk).update(heartbeat_at=timezone.now() - timedelta(hours=1))
+
+    admin.get(f"/environments/{env['id']}/bulk/{operation.pk}/")
+    assert actions.wait_for_bulk(operation.pk, timeout=60)
+
+    operation.refresh_from_db()
+    assert operation.status == "finished"
+    assert operation.items.get().status == "stopped"
+    assert states(upstream, env["id"], [item]) == ["stopped"]
+
+
+def test_the_selection_is_capped(admin, upstream, settings):
+    settings.BULK_MAX_ITEMS = 2
+    env, _ = environment(upstream, "east")
+
+    response = admin.post(f"/environments/{env['id']}/bulk/", {"work_ids": ["work_a", "work_b", "work_c"]})
+
+    assert response.status_code == 400
+    assert "3 items are selected; a bulk stop takes at most 2." in response.content.decode()
+    assert 'name="plan"' not in response.content.decode()
+
+
+def test_every_stuck_item_is_capped_with_a_warning(admin, upstream, settings, stuck_now):
+    settings.BULK_MAX_ITEMS = 2
+    env, key = environment(upstream, "east")
+    for _ in range(3):
+        start_work(upstream, env["id"], key)
+
+    page = admin.get(f"/environments/{env['id']}/bulk/?selection=stuck").content.decode()
+
+    assert "3 items are stuck; a bulk stop takes at most 2: these are the first 2." in page
+    assert 'data-count="2"' in page
+
+
+def test_without_an_environment_key_stuck_items_cannot_be_found(admin, upstream):
+    env, _ = environment(upstream, "east", with_key=False)
+
+    page = admin.get(f"/environments/{env['id']}/bulk/?selection=stuck").content.decode()
+
+    assert 'data-failure-kind="no_environment_key"' in page
+    assert 'name="plan"' not in page
+
+
+@pytest.mark.parametrize("role", ["viewer", "operator"])
+def test_only_admins_run_bulk_stops(client, upstream, role, stuck_now):
+    env, key = environment(upstream, "east")
+    item = start_work(upstream, env["id"], key).id
+    client.force_login(make_user(role))
+    upstream.reset_requests()
+
+    assert client.get(f"/environments/{env['id']}/bulk/?selection=stuck").status_code == 403
+    response = client.post(
+        f"/environments/{env['id']}/bulk/start/", {"plan": "x", "mode": "force_stop", "reason": "r"}
+    )
+
+    assert response.status_code == 403
+    assert upstream.requests()["total"] == 0
+    entry = AuditEntry.objects.get()
+    assert (entry.action, entry.outcome, entry.username, entry.environment_id) == (
+        "bulk",
+        "denied",
+        role,
+        env["id"],
+    )
+    assert states(upstream, env["id"], [item]) == ["active"]
+
+
+def test_a_tampered_plan_is_refused(admin, upstream):
+    env, _ = environment(upstream, "east")
+
+    response = admin.post(
+        f"/environments/{env['id']}/bulk/start/", {"plan": "forged", "mode": "stop", "reason": "r"}
+    )
+
+    assert response.status_code == 302
+    assert response["Location"] == f"/environments/{env['id']}/"
+    assert not BulkOperation.objects.exists()

@@ -1,0 +1,223 @@
+"""Stop and force-stop against the emulator over real HTTP: the confirmation naming the item, the required reason,
+force for admins only, "already stopped" as a notice, upstream failures as a banner, and the audit entry of each."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.messages import get_messages
+from pages_support import environment, make_user, start_work, upstream  # noqa: F401
+
+from dashboard.models import AuditEntry
+from workqueue.client import SyncWorkAPIClient
+
+pytestmark = pytest.mark.django_db
+
+
+def url(item) -> str:
+    return f"/environments/{item.environment_id}/work/{item.id}/stop/"
+
+
+def state_of(emulator, item) -> str:
+    with SyncWorkAPIClient(api_key=emulator.api_key, base_url=emulator.base_url, retry_total=0) as c:
+        return c.retrieve_work(item.environment_id, item.id).state
+
+
+def as_role(client, role):
+    client.force_login(make_user(role))
+    return client
+
+
+def test_the_confirmation_names_the_item_and_asks_for_a_reason(client, upstream):
+    env, key = environment(upstream, "east")
+    item = start_work(upstream, env["id"], key)
+    as_role(client, "operator")
+
+    response = client.get(url(item))
+
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert f"<code data-work-id>{item.id}</code>" in html
+    assert f"<code data-data-id>{item.data.id}</code>" in html
+    assert "data-state>active</span>" in html
+    assert '<textarea id="stop-reason" name="reason" rows="3" maxlength="1000" required>' in html
+    assert 'name="force"' not in html
+    assert state_of(upstream, item) == "active"
+
+
+def test_an_operator_stops_gracefully(client, upstream):
+    env, key = environment(upstream, "east")
+    item = start_work(upstream, env["id"], key)
+    as_role(client, "operator")
+    upstream.reset_requests()
+
+    response = client.post(url(item), {"reason": "worker wedged"})
+
+    assert response.status_code == 302
+    assert response["Location"] == f"/environments/{env['id']}/work/{item.id}/"
+    assert [str(m) for m in get_messages(response.wsgi_request)] == [
+        f"Stop requested for {item.id}: it is now stopping."
+    ]
+    assert upstream.requests()["by_route"] == {"stop": 1}
+    assert state_of(upstream, item) == "stopping"
+    entry = AuditEntry.objects.get()
+    assert (entry.action, entry.outcome, entry.username, entry.environment_id, entry.work_id) == (
+        "stop",
+        "succeeded",
+        "operator",
+        env["id"],
+        item.id,
+    )
+    assert entry.sent == {"force": False}
+    assert entry.reason == "worker wedged"
+    assert entry.upstream_status == 200 and entry.request_id
+    # The item page says what happened and shows the entry in its trail.
+    page = client.get(response["Location"]).content.decode()
+    assert f"Stop requested for {item.id}: it is now stopping." in page
+    assert f'data-audit-entry="{entry.sequence}" data-action="stop" data-outcome="succeeded"' in page
+
+
+def test_a_reason_is_required(client, upstream):
+    env, key = environment(upstream, "east")
+    item = start_work(upstream, env["id"], key)
+    as_role(client, "operator")
+    upstream.reset_requests()
+
+    response = client.post(url(item), {"reason": "   "})
+
+    assert response.status_code == 400
+    assert "Say why: the reason goes into the audit log." in response.content.decode()
+    assert "stop" not in upstream.requests()["by_route"]
+    assert state_of(upstream, item) == "active"
+    assert not AuditEntry.objects.exists()
+
+
+def test_an_operator_cannot_force_stop(client, upstream):
+    env, key = environment(upstream, "east")
+    item = start_work(upstream, env["id"], key)
+    as_role(client, "operator")
+    upstream.reset_requests()
+
+    assert client.get(url(item) + "?force=1").status_code == 403
+    response = client.post(url(item), {"reason": "now", "force": "1"})
+
+    assert response.status_code == 403
+    assert upstream.requests()["total"] == 0
+    assert state_of(upstream, item) == "active"
+    entry = AuditEntry.objects.get()
+    assert (entry.action, entry.outcome, entry.username) == ("force_stop", "denied", "operator")
+    assert entry.reason == "now"
+    assert entry.error == "Needs the admin role."
+
+
+def test_an_admin_force_stops(client, upstream):
+    env, key = environment(upstream, "east")
+    item = start_work(upstream, env["id"], key)
+    as_role(client, "admin")
+
+    page = client.get(url(item) + "?force=1")
+    assert page.status_code == 200
+    assert '<input type="hidden" name="force" value="1">' in page.content.decode()
+    response = client.post(url(item), {"reason": "runaway", "force": "1"})
+
+    assert response.status_code == 302
+    assert state_of(upstream, item) == "stopped"
+    entry = AuditEntry.objects.get()
+    assert (entry.action, entry.outcome, entry.sent) == ("force_stop", "succeeded", {"force": True})
+
+
+def test_already_stopped_is_a_notice_not_an_error(client, upstream):
+    env, key = environment(upstream, "east")
+    item = start_work(upstream, env["id"], key)
+    with SyncWorkAPIClient(api_key=upstream.api_key, base_url=upstream.base_url, retry_total=0) as c:
+        c.stop_work(env["id"], item.id, force=True)
+    as_role(client, "operator")
+    upstream.reset_requests()
+
+    response = client.post(url(item), {"reason": "again"})
+
+    assert response.status_code == 302
+    assert [str(m) for m in get_messages(response.wsgi_request)] == [
+        f"{item.id} had already stopped: nothing to do."
+    ]
+    assert upstream.requests()["by_route"] == {"stop": 1}  # a 409 is not retried
+    entry = AuditEntry.objects.get()
+    assert (entry.outcome, entry.upstream_status, entry.error) == ("succeeded", 409, "already stopped")
+    assert entry.already_stopped
+
+
+def test_the_confirmation_of_a_stopped_item_says_so(client, upstream):
+    env, key = environment(upstream, "east")
+    item = start_work(upstream, env["id"], key)
+    with SyncWorkAPIClient(api_key=upstream.api_key, base_url=upstream.base_url, retry_total=0) as c:
+        c.stop_work(env["id"], item.id, force=True)
+    as_role(client, "operator")
+
+    html = client.get(url(item)).content.decode()
+
+    assert "has already stopped: there is nothing to stop." in html
+    assert "data-stop-form" not in html
+
+
+@pytest.mark.parametrize(
+    ("fault", "kind", "title"),
+    [
+        ({"status": 500}, "server_error", "The Work API had an internal error"),
+        ({"status": 529}, "overloaded", "The Work API is overloaded"),
+        ({"status": 429, "retry_after": 7}, "rate_limited", "The Work API is rate limiting the dashboard"),
+        (
+            {"status": 200, "body": "{not json", "content_type": "application/json"},
+            "malformed",
+            "The Work API sent an answer that could not be understood",
+        ),
+    ],
+)
+def test_upstream_failures_show_a_banner_never_a_server_error(client, upstream, fault, kind, title):
+    env, key = environment(upstream, "east")
+    item = start_work(upstream, env["id"], key)
+    as_role(client, "operator")
+    upstream.set_fault(route="stop", **fault)
+
+    response = client.post(url(item), {"reason": "wedged"})
+
+    assert response.status_code == 502
+    html = response.content.decode()
+    assert f'data-failure-kind="{kind}"' in html
+    assert title in html
+    assert "Traceback" not in html and upstream.api_key not in html
+    assert "wedged</textarea>" in html  # the reason is kept for another try
+    entry = AuditEntry.objects.get()
+    assert (entry.action, entry.outcome) == ("stop", "failed")
+    assert entry.error.startswith(kind + ": ")
+    if fault["status"] != 200:
+        assert entry.upstream_status == fault["status"]
+        assert entry.request_id and f"request-id <code>{entry.request_id}</code>" in html
+    if kind == "rate_limited":
+        assert "the API asked to wait 7 s" in html
+
+
+def test_a_refused_connection_is_a_banner(client, upstream, settings):
+    env, key = environment(upstream, "east")
+    item = start_work(upstream, env["id"], key)
+    as_role(client, "operator")
+    settings.ANTHROPIC_BASE_URL = "http://127.0.0.1:9"  # nothing listens on the discard port
+
+    response = client.post(url(item), {"reason": "wedged"})
+
+    assert response.status_code == 502
+    assert 'data-failure-kind="connection"' in response.content.decode()
+    entry = AuditEntry.objects.get()
+    assert (entry.outcome, entry.upstream_status) == ("failed", None)
+
+
+def test_a_timeout_is_a_banner(client, upstream, settings):
+    env, key = environment(upstream, "east")
+    item = start_work(upstream, env["id"], key)
+    as_role(client, "operator")
+    settings.UPSTREAM_TIMEOUT_SECONDS = 0.3
+    upstream.set_fault(route="stop", latency_ms=2000, count=1)
+
+    response = client.post(url(item), {"reason": "wedged"})
+
+    assert response.status_code == 502
+    assert 'data-failure-kind="timeout"' in response.content.decode()
+    assert AuditEntry.objects.get().error.startswith("timeout: ")

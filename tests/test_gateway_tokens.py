@@ -1,0 +1,114 @@
+"""The token page: create a personal access token (shown once), list yours, revoke it; admins revoke anyone's."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from django.contrib.auth.models import Group, User
+from django.test import Client
+from django.urls import reverse
+
+from dashboard.gateway import tokens
+from dashboard.gateway.models import PersonalAccessToken
+from dashboard.models import AuditEntry
+from dashboard.permissions import ensure_roles
+
+pytestmark = pytest.mark.django_db
+
+TOKEN_RE = re.compile(r"wqd_pat_[A-Za-z0-9_-]{40,}")
+
+
+def signed_in(username: str, role: str | None) -> tuple[User, Client]:
+    ensure_roles()
+    user = User.objects.create_user(username=username)
+    if role:
+        user.groups.add(Group.objects.get(name=role))
+    client = Client()
+    client.force_login(user)
+    return user, client
+
+
+def test_it_creates_a_token_and_shows_it_once() -> None:
+    user, client = signed_in("olivia", "operator")
+
+    response = client.post(reverse("token_create"), {"name": "cleanup-script", "expires_in_days": "30"})
+
+    assert response.status_code == 201
+    assert "no-store" in response["Cache-Control"]
+    shown = TOKEN_RE.findall(response.content.decode())
+    assert shown and len(set(shown)) == 1
+    token = PersonalAccessToken.objects.get()
+    assert (token.user, token.name, token.status) == (user, "cleanup-script", "active")
+    assert token.secret_hash == tokens.hash_secret(shown[0])
+    assert 29 <= (token.expires_at - token.created_at).days <= 30
+    entry = AuditEntry.objects.get()
+    assert (entry.action, entry.outcome, entry.username, entry.token_name) == (
+        "token_create",
+        "succeeded",
+        "olivia",
+        "cleanup-script",
+    )
+    assert shown[0] not in repr(entry.sent)
+
+    listing = client.get(reverse("tokens")).content.decode()
+    assert "cleanup-script" in listing and token.prefix in listing
+    assert shown[0] not in listing
+
+
+def test_it_refuses_a_token_without_a_name_or_with_an_unoffered_expiry() -> None:
+    _, client = signed_in("olivia", "operator")
+
+    assert client.post(reverse("token_create"), {"name": "", "expires_in_days": "30"}).status_code == 400
+    assert client.post(reverse("token_create"), {"name": "x", "expires_in_days": "100000"}).status_code == 400
+    assert not PersonalAccessToken.objects.exists()
+
+
+def test_it_revokes_your_own_token() -> None:
+    user, client = signed_in("olivia", "operator")
+    token, secret = tokens.mint(user, "cleanup-script", 30)
+
+    response = client.post(reverse("token_revoke", args=[token.pk]))
+
+    assert response.status_code == 302
+    token.refresh_from_db()
+    assert token.status == "revoked" and token.revoked_by == user
+    entry = AuditEntry.objects.get()
+    assert (entry.action, entry.username, entry.token_name) == ("token_revoke", "olivia", "cleanup-script")
+    assert "revoked" in client.get(reverse("tokens")).content.decode()
+
+
+def test_it_does_not_let_you_revoke_someone_elses_token() -> None:
+    owner, _ = signed_in("olivia", "operator")
+    token, _ = tokens.mint(owner, "cleanup-script", 30)
+    _, other = signed_in("otto", "operator")
+
+    assert other.post(reverse("token_revoke", args=[token.pk])).status_code == 404
+    assert "cleanup-script" not in other.get(reverse("tokens")).content.decode()
+    token.refresh_from_db()
+    assert token.status == "active"
+    assert not AuditEntry.objects.exists()
+
+
+def test_an_admin_sees_and_revokes_anyones_token() -> None:
+    owner, _ = signed_in("olivia", "operator")
+    token, _ = tokens.mint(owner, "cleanup-script", 30)
+    admin, client = signed_in("ada", "admin")
+
+    page = client.get(reverse("tokens")).content.decode()
+    assert "cleanup-script" in page and "olivia" in page
+
+    assert client.post(reverse("token_revoke", args=[token.pk])).status_code == 302
+    token.refresh_from_db()
+    assert token.status == "revoked" and token.revoked_by == admin
+    entry = AuditEntry.objects.get()
+    assert (entry.username, entry.action, (entry.sent or {})["owner"]) == ("ada", "token_revoke", "olivia")
+
+
+def test_the_token_page_needs_a_role() -> None:
+    _, client = signed_in("nora", None)
+
+    assert client.get(reverse("tokens")).status_code == 403
+    assert client.post(reverse("token_create"), {"name": "x", "expires_in_days": "7"}).status_code == 403
+    assert not PersonalAccessToken.objects.exists()
+    assert Client().get(reverse("tokens")).status_code == 302  # signed out: to the login page

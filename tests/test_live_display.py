@@ -1,0 +1,127 @@
+"""Wall-display links: only admins create and revoke them (both audited), the link is shown once, the kiosk page
+opens without a login, is audited, shows only the environments it was made for and has no buttons; a forged
+link is a 404 and a revoked one a 403."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from live_support import reset_local_state
+from pages_support import environment, make_user, upstream  # noqa: F401
+
+from dashboard.live.models import DisplayLink
+from dashboard.models import AuditEntry
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def clean_live_state():
+    reset_local_state()
+    yield
+    reset_local_state()
+
+
+def create_link(client, **fields) -> tuple[DisplayLink, str]:
+    response = client.post("/displays/", {"time_zone": "UTC", **fields})
+    assert response.status_code == 200, response.content.decode()[:2000]
+    match = re.search(
+        r"<code data-display-url>(http://testserver/display/([^/<]+)/)</code>", response.content.decode()
+    )
+    assert match, "the new link is shown"
+    return DisplayLink.objects.get(name=fields["name"]), match.group(2)
+
+
+def test_only_admins_may_manage_display_links(client, upstream):
+    for role in ("viewer", "operator"):
+        client.force_login(make_user(role))
+        assert client.get("/displays/").status_code == 403
+        assert client.post("/displays/", {"name": "sneaky"}).status_code == 403
+    assert not DisplayLink.objects.exists()
+    assert AuditEntry.objects.filter(outcome="denied").count() == 2
+    client.logout()
+    assert client.get("/displays/").status_code == 302
+
+
+def test_an_admin_creates_a_link_shown_once_and_audited(client, upstream):
+    shown, _ = environment(upstream, "Payments")
+    environment(upstream, "Search")
+    client.force_login(make_user("admin"))
+    page = client.get("/displays/").content.decode()
+    assert "Payments" in page and "Search" in page
+    link, token = create_link(client, name="NOC wall", environments=[shown["id"]], time_zone="Europe/Paris")
+    assert link.environments == [shown["id"]] and link.time_zone == "Europe/Paris"
+    assert token not in link.nonce_hash
+    entry = AuditEntry.objects.get(action="display_link_created")
+    assert entry.username == "admin" and entry.outcome == "succeeded" and entry.token_name == "NOC wall"
+    # Listed afterwards, without its address.
+    listing = client.get("/displays/").content.decode()
+    assert "NOC wall" in listing and token not in listing
+
+
+def test_a_link_needs_a_name_known_environments_and_a_real_time_zone(client, upstream):
+    client.force_login(make_user("admin"))
+    response = client.post(
+        "/displays/", {"name": "", "environments": ["env_nope"], "time_zone": "Mars/Olympus"}
+    )
+    assert response.status_code == 400
+    text = response.content.decode()
+    assert "Give the display a name" in text and "Pick environments from the list" in text
+    assert "Pick a time zone" in text
+    assert not DisplayLink.objects.exists()
+
+
+def test_the_kiosk_page_opens_without_login_is_audited_and_has_no_buttons(client, upstream):
+    shown, _ = environment(upstream, "Payments <prod>")
+    hidden, _ = environment(upstream, "Hidden")
+    admin = make_user("admin")
+    client.force_login(admin)
+    link, token = create_link(client, name="Ops room", environments=[shown["id"]])
+    client.logout()
+
+    response = client.get(f"/display/{token}/")
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert f'id="wall-{shown["id"]}"' in page and hidden["id"] not in page
+    assert "Payments &lt;prod&gt;" in page and "<prod>" not in page
+    assert f'ws-connect="/ws/display/{token}/?env={shown["id"]}"' in page
+    assert "<button" not in page and "<form" not in page
+    assert "<script>" not in page and "data-clock" in page and 'data-time-zone="UTC"' in page
+    assert response["Referrer-Policy"] == "no-referrer"
+    entry = AuditEntry.objects.get(action="display_opened")
+    assert entry.via == "display" and entry.token_name == "Ops room" and entry.username == ""
+    link.refresh_from_db()
+    assert link.last_opened_at is not None
+
+
+def test_a_forged_link_is_404_and_a_revoked_one_403(client, upstream):
+    environment(upstream, "Payments")
+    client.force_login(make_user("admin"))
+    link, token = create_link(client, name="Lobby")
+    client.logout()
+    assert client.get(f"/display/{token[:-3]}xyz/").status_code == 404
+    assert client.get("/display/garbage/").status_code == 404
+
+    client.force_login(make_user("admin", username="admin2"))
+    assert client.post(f"/displays/{link.pk}/revoke").status_code == 302
+    client.logout()
+    link.refresh_from_db()
+    assert (
+        link.revoked_at is not None and link.revoked_by is not None and link.revoked_by.username == "admin2"
+    )
+    assert AuditEntry.objects.filter(action="display_link_revoked", username="admin2").exists()
+    response = client.get(f"/display/{token}/")
+    assert response.status_code == 403
+    assert "revoked" in response.content.decode()
+    assert not AuditEntry.objects.filter(action="display_opened").exists()
+
+
+def test_a_link_for_every_environment_shows_each_of_them(client, upstream):
+    first, _ = environment(upstream, "Alpha")
+    second, _ = environment(upstream, "Beta")
+    client.force_login(make_user("admin"))
+    _, token = create_link(client, name="All")
+    client.logout()
+    page = client.get(f"/display/{token}/").content.decode()
+    assert f'id="wall-{first["id"]}"' in page and f'id="wall-{second["id"]}"' in page
