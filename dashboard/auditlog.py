@@ -22,7 +22,7 @@ from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
-from dashboard.models import OUTCOMES, AuditEntry
+from dashboard.models import HASHED_FIELDS, OUTCOMES, AuditEntry
 from dashboard.permissions import ACTIONS, require_action
 
 __all__ = ["audit_log", "export_csv", "export_json"]
@@ -30,24 +30,8 @@ __all__ = ["audit_log", "export_csv", "export_json"]
 PAGE_SIZE = 50
 EXPORT_BATCH = 500
 FILTERS = ("user", "action", "environment", "work_id", "outcome")
-EXPORT_FIELDS = (
-    "sequence",
-    "created_at",
-    "username",
-    "environment_id",
-    "work_id",
-    "action",
-    "reason",
-    "sent",
-    "outcome",
-    "upstream_status",
-    "request_id",
-    "error",
-    "via",
-    "token_name",
-    "prev_hash",
-    "hash",
-)
+# Everything that is hashed, then the chain links themselves, so an export can be checked offline.
+EXPORT_FIELDS = (*HASHED_FIELDS, "prev_hash", "hash")
 # Actions recorded by the dashboard itself; entries from elsewhere (the gateway) add theirs to the filter list.
 KNOWN_ACTIONS = (
     "patch_metadata",
