@@ -1,8 +1,11 @@
 """The websockets the pages and the wall display connect to, speaking the htmx websocket extension's language.
 
 Every frame is HTML whose top-level elements carry ``hx-swap-oob`` and the id of the element they replace. The
-feed renders each snapshot once; a consumer only forwards the text it receives from its channel-layer group (for
-the environment page, followed by the cells of the rows that page shows). Routes:
+feed renders each snapshot once; a consumer only forwards the text it receives for its groups (for the environment
+page, followed by the cells of the rows that page shows). A consumer has no channel of its own on the channel layer:
+it registers with the process's relay (``fanout``), which puts each message for its groups on the consumer's
+in-process queue; the consumer's loop reads that queue beside the socket, as Channels reads a channel. So a socket
+costs no channel-layer work, and leaving costs nothing either (no channel-layer receive to wait out). Routes:
 
 - ``/ws/live/?env=<id>&env=...``: overview tiles of the environments the page shows;
 - ``/ws/live/<env_id>/?work=<id>&work=...``: an environment's queue panel and the cells of the rows shown;
@@ -19,15 +22,19 @@ browser sees the handshake fail, and htmx does not retry a refusal).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 from typing import Any
 from urllib.parse import parse_qs
 
+from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
+from channels.utils import await_many_dispatch
 
-from dashboard.live import metrics
+from dashboard.live import fanout, metrics
 from dashboard.live.feed import LiveRuntime, env_key, group_name, runtime, work_key
 
 logger = logging.getLogger(__name__)
@@ -40,6 +47,9 @@ MAX_ROWS = 100
 # Close codes (4000-4999 are the application's): htmx reconnects only after abnormal closes, never after these.
 CLOSE_REVOKED = 4403
 CLOSE_SIGNED_OUT = 4401
+# A socket that stopped reading: 1013 ("try again later") makes htmx reconnect, and the new socket gets the latest
+# snapshot at once.
+CLOSE_BEHIND = 1013
 # Tells a wall display's page (static/live.js) to load itself again.
 RELOAD_DISPLAY = '<div id="wall-reload" hx-swap-oob="true" hidden data-reload></div>'
 
@@ -82,6 +92,39 @@ class LiveConsumer(AsyncWebsocketConsumer):
     """One socket of one page; which page is told by the route (``kind`` in the route's kwargs)."""
 
     runtime: LiveRuntime
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        # Channels' own loop, with the relay's queue in place of a channel-layer channel (see the module docstring).
+        self.scope = scope
+        self.channel_layer = None
+        self.base_send = send
+        self.inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.behind = False
+        with contextlib.suppress(StopConsumer):
+            await await_many_dispatch([receive, self.inbox.get], self.dispatch)
+
+    def deliver(self, message: dict[str, Any]) -> None:
+        """Called by the relay for each message of this socket's groups; never waits."""
+        if self.behind:
+            return
+        if self.inbox.qsize() >= fanout.INBOX_LIMIT:
+            # The client stopped reading: drop what waits and close, rather than let the queue grow.
+            self.behind = True
+            while not self.inbox.empty():
+                self.inbox.get_nowait()
+            self.inbox.put_nowait({"type": "live.behind"})
+            return
+        self.inbox.put_nowait(message)
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        if message.get("group") is None and message.get("type") != "live.behind":
+            await super().dispatch(message)
+            return
+        # The relay's messages only write to the socket: skip Channels' per-message closing of old database
+        # connections, a thread hop per socket per snapshot.
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is not None:
+            await handler(message)
 
     async def connect(self) -> None:
         self.groups_joined: list[str] = []
@@ -127,9 +170,9 @@ class LiveConsumer(AsyncWebsocketConsumer):
 
     async def _start(self, kind: str, groups: list[str], watched: list[str]) -> None:
         self.kind = kind
-        for group in groups:
-            await self.channel_layer.group_add(group, self.channel_name)
-            self.groups_joined.append(group)
+        self.groups_joined = list(groups)
+        # Once joined, nothing sent to these groups is missed: the cached snapshot read after this is as new or newer.
+        await self.runtime.relay.join(self, groups)
         await self.accept()
         self.accepted = True
         metrics.WEBSOCKETS_OPEN.labels(kind).inc()
@@ -200,8 +243,10 @@ class LiveConsumer(AsyncWebsocketConsumer):
         recheck: asyncio.Task[None] | None = getattr(self, "recheck", None)
         if recheck is not None:
             recheck.cancel()
-        for group in getattr(self, "groups_joined", []):
-            await self.channel_layer.group_discard(group, self.channel_name)
+        groups: list[str] = getattr(self, "groups_joined", [])
+        if groups:
+            self.groups_joined = []
+            await self.runtime.relay.leave(self, groups)
         if getattr(self, "watched", None):
             self.runtime.unwatch(self.watched)
             self.watched = []
@@ -237,6 +282,9 @@ class LiveConsumer(AsyncWebsocketConsumer):
 
     async def display_revoked(self, event: dict[str, Any]) -> None:
         await self.close(code=CLOSE_REVOKED)
+
+    async def live_behind(self, event: dict[str, Any]) -> None:
+        await self.close(code=CLOSE_BEHIND)
 
     async def live_directory(self, event: dict[str, Any]) -> None:
         """The list of environments changed: a display showing all of them reloads to show the new list."""

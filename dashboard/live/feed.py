@@ -14,10 +14,12 @@ viewer arrives or leaves) and:
 An ``EnvironmentFeed`` polls ``stats`` every ``FEED_INTERVAL_SECONDS`` and lists the newest page(s) of work (with the
 environment key) for the active and stuck counts and the watched rows, retrieves watched items not in those pages,
 stores a history sample, renders the snapshot once, caches it for viewers who connect later, and sends the rendered
-text to the channel-layer groups. An upstream failure produces a stale snapshot that keeps the last numbers and says
-since when, why, and the request-id; the next good poll clears it.
+text to the channel-layer groups (one message per group and process: ``fanout``). An upstream failure produces a
+stale snapshot that keeps the last numbers and says since when, why, and the request-id; the next good poll clears
+it.
 
-What does not live here: locks and presence (``coordination``), HTML (``snapshots``), sockets (``consumers``).
+What does not live here: locks and presence (``coordination``), HTML (``snapshots``), delivery to this process's
+sockets (``fanout``), sockets (``consumers``).
 """
 
 from __future__ import annotations
@@ -36,12 +38,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from channels.db import database_sync_to_async
-from channels.layers import get_channel_layer
 from django.conf import settings
 from django.utils import timezone
 
 from dashboard import stuck, upstream
-from dashboard.live import conf, metrics
+from dashboard.live import conf, fanout, metrics
 from dashboard.live.coordination import Coordinator, coordinator_from_settings, new_instance_id
 from dashboard.live.snapshots import Fragments, ItemView, Snapshot, Staleness, iso, render
 from dashboard.live.sparkline import HistoryPoint
@@ -418,6 +419,8 @@ class LiveRuntime:
         self.coordinator: Coordinator = coordinator_from_settings(self.instance_id)
         self.local_watch: Counter[str] = Counter()
         self.feeds: dict[str, EnvironmentFeed] = {}
+        # This process's sockets get the feeds' messages through it (one channel-layer subscription per process).
+        self.relay = fanout.Relay()
         self.watched_items: dict[str, set[str]] = {}
         self._client: WorkAPIClient | None = None
         self._task: asyncio.Task[None] | None = None
@@ -453,6 +456,7 @@ class LiveRuntime:
         for feed in list(self.feeds.values()):
             await feed.stop()
         self.feeds.clear()
+        await self.relay.stop()
         metrics.FEEDS_HELD.set(0)
         with contextlib.suppress(Exception):
             await self.coordinator.close()
@@ -501,10 +505,11 @@ class LiveRuntime:
         before = [entry["id"] for entry in self._directory] if self._directory is not None else None
         self._set_directory(await fetch_directory(self.coordinator, self.client))
         after = [entry["id"] for entry in self._directory or []]
-        layer = get_channel_layer()
-        if before is not None and before != after and layer is not None:
+        if before is not None and before != after:
             # Wall displays showing every environment re-render when one is added or goes away.
-            await layer.group_send(group_name("directory"), {"type": "live.directory", "environments": after})
+            await fanout.group_send(
+                group_name("directory"), {"type": "live.directory", "environments": after}
+            )
 
     # --- publishing (called by the feeds)
 
@@ -532,23 +537,21 @@ class LiveRuntime:
             )
         except Exception:
             logger.warning("Could not cache the snapshot of %s", environment_id, exc_info=True)
-        layer = get_channel_layer()
-        if layer is None:
-            return
+        # One message per group and process; each process's relay hands it to its own sockets (``fanout``).
         rows, items = changed
-        await layer.group_send(
+        await fanout.group_send(
             group_name("overview"),
             {"type": "live.tile", "environment_id": environment_id, "text": fragments.tile},
         )
-        await layer.group_send(
+        await fanout.group_send(
             group_name("environment", environment_id),
             {"type": "live.environment", "text": fragments.environment, "rows": rows},
         )
-        await layer.group_send(
+        await fanout.group_send(
             group_name("wall", environment_id), {"type": "live.wall", "text": fragments.wall}
         )
         for work_id, text in items.items():
-            await layer.group_send(
+            await fanout.group_send(
                 group_name("work", environment_id, work_id), {"type": "live.item", "text": text}
             )
 
@@ -590,6 +593,10 @@ class LiveRuntime:
             wanted = set(sorted(wanted)[:UNCHECKED_ENVIRONMENTS_CAP])
         await self._hold_feeds(wanted)
         await self._prune_history()
+        try:
+            await self.relay.maintain()
+        except Exception:
+            logger.warning("Could not renew the live relay's groups", exc_info=True)
 
     async def _display_interest(self) -> DisplayInterest:
         if time.monotonic() - self._displays_read_at >= DISPLAY_REFRESH_SECONDS:

@@ -31,7 +31,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from dashboard import audit
-from dashboard.live import conf
+from dashboard.live import conf, fanout
 from dashboard.live.feed import feed_client, group_name, read_cached, read_directory, shared_state
 from dashboard.live.models import DisplayLink
 from dashboard.live.snapshots import placeholder, template_context
@@ -137,9 +137,7 @@ def revoke_display_link(request: HttpRequest, pk: int) -> HttpResponse:
             token_name=link.name,
         )
         # Open screens showing this link close their socket now rather than at their next reconnect.
-        layer = get_channel_layer()
-        if layer is not None:
-            async_to_sync(layer.group_send)(group_name("display", str(link.pk)), {"type": "display.revoked"})
+        async_to_sync(fanout.group_send)(group_name("display", str(link.pk)), {"type": "display.revoked"})
         _refresh_feeds()
     return redirect("display_links")
 
