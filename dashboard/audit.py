@@ -40,6 +40,20 @@ def _username(user: Any) -> str:
     return str(user.get_username())
 
 
+def _storable(value: Any) -> Any:
+    """``value`` with NUL characters replaced (U+FFFD), in strings, keys and nested lists.
+
+    PostgreSQL refuses NUL in text and jsonb; an entry about hostile input must still be written, not lost.
+    """
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {_storable(key): _storable(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_storable(item) for item in value]
+    return value
+
+
 def _lock_head() -> AuditChainHead:
     """Take the chain lock (must be the transaction's first statement) and return the head row."""
     heads = AuditChainHead.objects.filter(pk=_HEAD_ID)
@@ -90,18 +104,18 @@ def record(
             sequence=head.length,
             created_at=timezone.now(),
             user_id=user_id,
-            username=_username(user) if username is None else username,
-            environment_id=environment_id or "",
-            work_id=work_id or "",
-            action=action,
-            reason=redact(reason or ""),
-            sent=sent,
+            username=_storable(_username(user) if username is None else username),
+            environment_id=_storable(environment_id or ""),
+            work_id=_storable(work_id or ""),
+            action=_storable(action),
+            reason=_storable(redact(reason or "")),
+            sent=_storable(sent),
             outcome=outcome,
             upstream_status=upstream_status,
-            request_id=request_id or "",
-            error=redact(error or ""),
+            request_id=_storable(request_id or ""),
+            error=_storable(redact(error or "")),
             via=via,
-            token_name=token_name or "",
+            token_name=_storable(token_name or ""),
             prev_hash=head.last_hash or GENESIS_HASH,
         )
         entry.hash = entry.compute_hash()

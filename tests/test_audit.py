@@ -50,6 +50,25 @@ def test_entries_chain_by_hash():
 
 
 @pytest.mark.django_db
+def test_an_entry_about_hostile_input_with_nul_characters_is_still_written():
+    # PostgreSQL refuses NUL in text and jsonb: the entry keeps everything else, with NUL shown as U+FFFD.
+    entry = audit.record(
+        user=None,
+        action="metadata_patch",
+        outcome="denied",
+        work_id="work_a\x00",
+        reason="because\x00",
+        sent={"metadata": {"key\x00": "value\x00", "list": ["x\x00"]}},
+        error="refused\x00",
+    )
+    stored = AuditEntry.objects.get(pk=entry.pk)
+    assert stored.reason == "because\ufffd"
+    assert stored.work_id == "work_a\ufffd"
+    assert stored.sent == {"metadata": {"key\ufffd": "value\ufffd", "list": ["x\ufffd"]}}
+    assert list(verify_chain()) == []
+
+
+@pytest.mark.django_db
 def test_every_orm_write_path_is_refused():
     (entry,) = add()
 
