@@ -27,14 +27,18 @@ from bench.harness import Result, Workspace, machine
 BENCHMARKS: dict[str, ModuleType] = {
     module.NAME: module for module in (upstream_cost, fanout, proxy, memory, emulator)
 }
-DEFAULT_OUTPUT = Path("/work/team/README-bench.md")
+# Inside the data directory, beside the other files a run leaves: the README quotes the latest figures from here.
+DEFAULT_OUTPUT = Path(__file__).resolve().parent.parent / "var" / "bench-results.md"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 Runner = Callable[[Workspace, bool, str], Awaitable[Result]]
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="Run the benchmarks, print the figures and write them in Markdown.",
+    )
     parser.add_argument(
         "names", nargs="*", metavar="NAME", help=f"benchmarks to run: {', '.join(BENCHMARKS)}"
     )

@@ -390,6 +390,24 @@ async def test_a_long_poll_does_not_hold_up_other_requests_and_wakes_on_new_work
         assert waited < 0.9
 
 
+async def test_a_long_poll_wakes_when_an_unacked_delivery_becomes_reclaimable(emulator, env):
+    env_id, key = env
+    work_id = emulator.enqueue(env_id)["id"]
+    async with httpx.AsyncClient(base_url=emulator.base_url, timeout=10) as http:
+        first = await http.get(work_path(env_id, "/poll"), headers=bearer(key))
+        assert first.json()["id"] == work_id
+        started = time.monotonic()
+        again = await http.get(
+            work_path(env_id, "/poll"),
+            params={"block_ms": 999, "reclaim_older_than_ms": 300},
+            headers=bearer(key),
+        )
+        waited = time.monotonic() - started
+    # Nothing was deliverable when the long poll began; it woke when the unacked delivery's reclaim came due.
+    assert again.json()["id"] == work_id and again.json()["secret"] != first.json()["secret"]
+    assert waited < 0.9
+
+
 @pytest.mark.parametrize(
     "params",
     [{"block_ms": 0}, {"block_ms": 1000}, {"block_ms": "soon"}, {"reclaim_older_than_ms": -1}],

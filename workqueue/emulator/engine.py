@@ -41,7 +41,7 @@ from functools import wraps
 from typing import Any, Final, ParamSpec, TypeVar
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connections, transaction
 from django.db.models import Count, F, Min, Q
 from django.utils import timezone
 
@@ -51,11 +51,14 @@ from workqueue.ids import validate_metadata
 DB: Final = "emulator"
 NO_HEARTBEAT: Final = "NO_HEARTBEAT"
 DEFAULT_RECLAIM_MS: Final = 5000
+# A longer reclaim window never ends in practice; bounded so the dates computed from it stay in range.
+MAX_RECLAIM_MS: Final = 10 * 366 * 86400 * 1000
 WORKERS_POLLING_WINDOW: Final = timedelta(seconds=30)
 MIN_TTL_SECONDS: Final = 10
 MAX_TTL_SECONDS: Final = 600
 DEFAULT_PAGE_SIZE: Final = 20
 MAX_PAGE_SIZE: Final = 100
+MAX_WORKER_ID_LENGTH: Final = 512  # what WorkerPoll.worker_id and WorkItem.delivered_to_worker_id hold
 ONE_MICROSECOND: Final = timedelta(microseconds=1)
 
 ERROR_TYPES: Final[dict[int, str]] = {
@@ -144,8 +147,14 @@ def parse_ts(text: str) -> datetime:
 
 
 def clock_offset() -> float:
-    row = Clock.objects.using(DB).filter(pk=1).first()
-    return row.offset_seconds if row else 0.0
+    # Read before every operation: one plain statement, without the ORM's query building.
+    connection = connections[DB]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT offset_seconds FROM {connection.ops.quote_name(Clock._meta.db_table)} WHERE id = 1"
+        )
+        row = cursor.fetchone()
+    return float(row[0]) if row else 0.0
 
 
 def current_time() -> datetime:
@@ -168,8 +177,18 @@ def advance_clock(seconds: float) -> datetime:
 _ID_ALPHABET: Final = string.ascii_letters + string.digits
 
 
+_ID_LENGTH: Final = 20
+_ID_SPACE: Final = len(_ID_ALPHABET) ** _ID_LENGTH
+
+
 def new_id(prefix: str) -> str:
-    return prefix + "011C" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(20))
+    # One draw from the system's randomness for the whole id (not one per character), written in base 62.
+    number = secrets.randbelow(_ID_SPACE)
+    chars = []
+    for _ in range(_ID_LENGTH):
+        number, digit = divmod(number, len(_ID_ALPHABET))
+        chars.append(_ID_ALPHABET[digit])
+    return prefix + "011C" + "".join(chars)
 
 
 def new_request_id() -> str:
@@ -217,13 +236,16 @@ def classify_credential(raw: str | None) -> Credential:
         if env_id:
             return Credential("environment_key", environment_id=env_id)
     if raw.startswith("sk-ant-req-"):
-        row = SessionsToken.objects.using(DB).filter(token=raw).select_related("work_item").first()
+        row = (
+            SessionsToken.objects.using(DB)
+            .filter(token=raw)
+            .values_list("work_item__environment_id", "work_item_id", "current")
+            .first()
+        )
         if row:
+            environment_id, work_id, current = row
             return Credential(
-                "sessions_token",
-                environment_id=row.work_item.environment_id,
-                work_id=row.work_item_id,
-                current=row.current,
+                "sessions_token", environment_id=environment_id, work_id=work_id, current=current
             )
     return Credential("unknown")
 
@@ -613,9 +635,9 @@ def _item(env: Environment, work_id: str) -> WorkItem:
     return item
 
 
-def apply_expiries(env: Environment, now: datetime) -> None:
+def apply_expiries(environment_id: str, now: datetime) -> None:
     """Lazily apply lease expiry (module docstring): re-queue live items, stop stopping ones."""
-    expired = WorkItem.objects.using(DB).filter(environment=env, lease_expires_at__lte=now)
+    expired = WorkItem.objects.using(DB).filter(environment_id=environment_id, lease_expires_at__lte=now)
     states = dict(expired.values_list("id", "state"))
     if not states:
         return
@@ -651,9 +673,19 @@ def _enter_stopped(item: WorkItem, now: datetime) -> None:
 
 
 def _lease_for(env_id: str, work_id: str, now: datetime) -> tuple[Environment, WorkItem]:
-    env = _self_hosted(env_id)
-    apply_expiries(env, now)
-    return env, _item(env, work_id)
+    # Every work item lives in a self-hosted environment, so expiry can run before the environment is looked at
+    # (it changes nothing if there is none); then one query reads the item and its environment. Only when that
+    # finds nothing is the environment read alone, for the right error (404 environment, 400, or 404 item).
+    apply_expiries(env_id, now)
+    item = (
+        WorkItem.objects.using(DB)
+        .select_related("environment")
+        .filter(pk=work_id, environment_id=env_id)
+        .first()
+    )
+    if item is None or item.environment.config.get("type") != "self_hosted":
+        return (env := _self_hosted(env_id)), _item(env, work_id)
+    return item.environment, item
 
 
 # --- work: operations ------------------------------------------------------------------------------------------
@@ -691,6 +723,13 @@ def enqueue(
     )
 
 
+def reclaim_window(reclaim_older_than_ms: int | None) -> timedelta:
+    """How long a delivery waits for its ack before the next poll may take it (default 5 s, at most ~10 years)."""
+    if reclaim_older_than_ms is None:
+        return timedelta(milliseconds=DEFAULT_RECLAIM_MS)
+    return timedelta(milliseconds=min(reclaim_older_than_ms, MAX_RECLAIM_MS))
+
+
 @dataclass
 class Delivery:
     item: WorkItem
@@ -712,14 +751,14 @@ def poll(
     never-delivered one. The item stays ``queued``; it moves from depth to pending and gets a fresh secret."""
     now = now or current_time()
     env = _self_hosted(environment_id)
-    apply_expiries(env, now)
+    apply_expiries(env.id, now)
     if worker_id and record_poll:
-        WorkerPoll.objects.using(DB).update_or_create(
-            environment=env, worker_id=worker_id, defaults={"polled_at": now}
-        )
-    reclaim_ms = DEFAULT_RECLAIM_MS if reclaim_older_than_ms is None else reclaim_older_than_ms
+        # update_or_create, without its savepoint: operations never interleave, so nobody can get in between.
+        seen = WorkerPoll.objects.using(DB).filter(environment=env, worker_id=worker_id)
+        if not seen.update(polled_at=now):
+            WorkerPoll.objects.using(DB).create(environment=env, worker_id=worker_id, polled_at=now)
     queued = WorkItem.objects.using(DB).filter(environment=env, state="queued").order_by("created_at", "id")
-    cutoff = now - timedelta(milliseconds=reclaim_ms)
+    cutoff = now - reclaim_window(reclaim_older_than_ms)
     for candidates in (
         queued.filter(delivered_at__isnull=False, delivered_at__lte=cutoff),
         queued.filter(delivered_at__isnull=True),
@@ -737,7 +776,9 @@ def poll(
             )
             if not taken:
                 continue
-            item.refresh_from_db(using=DB)
+            item.delivered_at = now
+            item.delivery_count += 1
+            item.delivered_to_worker_id = worker_id
             token = new_sessions_token()
             SessionsToken.objects.using(DB).filter(work_item=item, current=True).update(current=False)
             SessionsToken.objects.using(DB).create(token=token, work_item=item, current=True, created_at=now)
@@ -745,18 +786,25 @@ def poll(
     return None
 
 
-def has_deliverable(environment_id: str, *, reclaim_older_than_ms: int | None = None) -> bool:
-    """Whether a poll would find something now (for a long poll to wait on cheaply without writing)."""
+def next_deliverable_in(environment_id: str, *, reclaim_older_than_ms: int | None = None) -> float | None:
+    """Seconds until a poll could find something (0: now), or None if nothing is on its way. A long poll sleeps
+    that long without writing; only new work, a forced expiry or a clock move (which wake it) can bring it sooner:
+    a lease lasts at least ``MIN_TTL_SECONDS``, longer than any long poll waits."""
     now = current_time()
-    reclaim_ms = DEFAULT_RECLAIM_MS if reclaim_older_than_ms is None else reclaim_older_than_ms
-    cutoff = now - timedelta(milliseconds=reclaim_ms)
     items = WorkItem.objects.using(DB).filter(environment_id=environment_id)
-    return (
-        items.filter(state="queued")
-        .filter(Q(delivered_at__isnull=True) | Q(delivered_at__lte=cutoff))
-        .exists()
-        or items.filter(state__in=("starting", "active"), lease_expires_at__lte=now).exists()
-    )
+    queued = items.filter(state="queued")
+    if queued.filter(delivered_at__isnull=True).exists():
+        return 0.0
+    moments = [
+        queued.filter(delivered_at__isnull=False).aggregate(soonest=Min("delivered_at"))["soonest"],
+        items.filter(state__in=("starting", "active")).aggregate(soonest=Min("lease_expires_at"))["soonest"],
+    ]
+    if moments[0] is not None:
+        moments[0] += reclaim_window(reclaim_older_than_ms)
+    soonest = min((moment for moment in moments if moment is not None), default=None)
+    if soonest is None:
+        return None
+    return max(0.0, (soonest - now).total_seconds())
 
 
 @_atomic
@@ -897,7 +945,7 @@ def expire_lease(environment_id: str, work_id: str, *, now: datetime | None = No
     if item.lease_expires_at is None:
         raise _conflict(f"work item {item.id} holds no lease ({item.state})")
     WorkItem.objects.using(DB).filter(pk=item.pk).update(lease_expires_at=now)
-    apply_expiries(env, now)
+    apply_expiries(env.id, now)
     item.refresh_from_db(using=DB)
     return item
 
@@ -930,7 +978,7 @@ def list_work(
 ) -> tuple[list[WorkItem], str | None]:
     now = now or current_time()
     env = _self_hosted(environment_id)
-    apply_expiries(env, now)
+    apply_expiries(env.id, now)
     return _newest_first_page(WorkItem.objects.using(DB).filter(environment=env), limit, page)
 
 
@@ -938,7 +986,7 @@ def list_work(
 def stats(environment_id: str, *, now: datetime | None = None) -> dict[str, Any]:
     now = now or current_time()
     env = _self_hosted(environment_id)
-    apply_expiries(env, now)
+    apply_expiries(env.id, now)
     queue = (
         WorkItem.objects.using(DB)
         .filter(environment=env, state="queued")

@@ -53,8 +53,13 @@ class WorkItem(models.Model):
     class Meta:
         indexes = [
             models.Index(fields=["environment", "-created_at", "-id"], name="emu_work_newest"),
-            models.Index(fields=["environment", "state", "delivered_at"], name="emu_work_queue"),
-            models.Index(fields=["state", "lease_expires_at"], name="emu_work_lease"),
+            # A poll takes the oldest never-delivered item: this order needs no sort of the whole backlog.
+            models.Index(
+                fields=["environment", "state", "delivered_at", "created_at", "id"],
+                name="emu_work_queue_order",
+            ),
+            # Lease expiry runs before every operation on an environment: only the expired rows are read.
+            models.Index(fields=["environment", "lease_expires_at"], name="emu_work_expiry"),
         ]
 
     def __str__(self) -> str:

@@ -2,21 +2,23 @@
 
 Views are thin: they read the request, check the credential against the route (``engine.authorize``), apply an
 injected fault if one is set, and render what the engine returns. All database work runs on one dedicated engine
-thread, so operations never interleave and the event loop stays free: a long poll waits here with ``asyncio`` and
-does not hold up other requests. Every response is JSON and carries a ``request-id`` header.
+thread, so operations never interleave and the event loop stays free: a long poll waits here with ``asyncio`` (until
+something can be delivered, or new work arrives) and does not hold up other requests. The routes workers call all
+the time (poll, ack, heartbeat, stop) classify the credential and do their work in one trip to that thread. Every
+response is JSON and carries a ``request-id`` header.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final, TypeVar
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import DatabaseError, connections
 from django.http import HttpRequest, HttpResponse
@@ -24,13 +26,12 @@ from django.views.decorators.csrf import csrf_exempt
 
 from workqueue.emulator import engine
 from workqueue.emulator.engine import EmulatorError
-from workqueue.emulator.faults import counters, fault_from_json, faults
+from workqueue.emulator.faults import Fault, counters, fault_from_json, faults
 
 log = logging.getLogger(__name__)
 
 JSON: Final = "application/json"
 BETA: Final = "managed-agents-2026-04-01"
-LONG_POLL_RECHECK_SECONDS: Final = 0.1
 
 T = TypeVar("T")
 
@@ -52,30 +53,33 @@ def _guarded(func: Callable[..., T]) -> Callable[..., T]:
 
 
 async def run(func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Run an engine function on the engine thread."""
-    return await sync_to_async(_guarded(func), thread_sensitive=False, executor=_engine_thread)(
-        *args, **kwargs
-    )
+    """Run an engine function on the engine thread (straight through the executor: the engine needs none of
+    ``sync_to_async``'s context copying, and skipping it saves a good part of each call's cost)."""
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(_engine_thread, functools.partial(_guarded(func), *args, **kwargs))
 
 
 class _Arrivals:
-    """Wakes long polls early when work is enqueued (they also re-check on a short timer, for reclaims)."""
+    """Wakes long polls when work may have become deliverable sooner than they computed (new work, a forced lease
+    expiry, a clock move)."""
 
     def __init__(self) -> None:
         self._event: asyncio.Event | None = None
 
-    def _current(self) -> asyncio.Event:
+    def current(self) -> asyncio.Event:
+        """Take this before looking at the queue, then wait on it: a notice in between is not missed."""
         if self._event is None:
             self._event = asyncio.Event()
         return self._event
 
     def notify(self) -> None:
-        event, self._event = self._current(), asyncio.Event()
+        event, self._event = self.current(), asyncio.Event()
         event.set()
 
-    async def wait(self, timeout: float) -> None:
+    @staticmethod
+    async def wait(event: asyncio.Event, timeout: float) -> None:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._current().wait(), timeout)
+            await asyncio.wait_for(event.wait(), timeout)
 
 
 arrivals = _Arrivals()
@@ -171,6 +175,33 @@ def _base_url(request: HttpRequest) -> str:
 # --- the /v1 pipeline ------------------------------------------------------------------------------------------
 
 
+def _beta_missing(request: HttpRequest) -> bool:
+    if not getattr(settings, "EMULATOR_REQUIRE_BETA", False):
+        return False
+    return BETA not in [b.strip() for b in request.headers.get("anthropic-beta", "").split(",")]
+
+
+async def _admit(request: HttpRequest, fault: Fault | None) -> HttpResponse | None:
+    """Apply an injected fault (its latency; its answer, returned, if it replaces the route's) and the beta check."""
+    if fault is not None:
+        if fault.latency_ms:
+            await asyncio.sleep(fault.latency_ms / 1000)
+        if fault.replaces_response:
+            response = HttpResponse(
+                fault.response_body(request_id_of(request)),
+                status=fault.status or 200,
+                content_type=fault.content_type or JSON,
+            )
+            response["request-id"] = request_id_of(request)
+            for name, value in fault.response_headers().items():
+                response[name] = value
+            counters.count_status(response.status_code)
+            return response
+    if _beta_missing(request):
+        raise EmulatorError(400, f"the anthropic-beta header must include {BETA}")
+    return None
+
+
 async def _serve(
     request: HttpRequest,
     route: str,
@@ -183,25 +214,9 @@ async def _serve(
     try:
         credential = await run(engine.classify_credential, _credential(request))
         counters.count(route, credential.kind)
-        fault = faults.take(route)
-        if fault is not None:
-            if fault.latency_ms:
-                await asyncio.sleep(fault.latency_ms / 1000)
-            if fault.replaces_response:
-                response = HttpResponse(
-                    fault.response_body(request_id_of(request)),
-                    status=fault.status or 200,
-                    content_type=fault.content_type or JSON,
-                )
-                response["request-id"] = request_id_of(request)
-                for name, value in fault.response_headers().items():
-                    response[name] = value
-                counters.count_status(response.status_code)
-                return response
-        if getattr(settings, "EMULATOR_REQUIRE_BETA", False):
-            betas = [b.strip() for b in request.headers.get("anthropic-beta", "").split(",")]
-            if BETA not in betas:
-                raise EmulatorError(400, f"the anthropic-beta header must include {BETA}")
+        faulted = await _admit(request, faults.take(route))
+        if faulted is not None:
+            return faulted
         engine.authorize(route, credential, environment_id, work_id)
         payload, status = await work()
         response = json_response(request, payload, status)
@@ -211,6 +226,67 @@ async def _serve(
         response = _internal_error(request)
     counters.count_status(response.status_code)
     return response
+
+
+def _authorized_step(
+    raw_credential: str | None, route: str, environment_id: str, work_id: str | None, step: Callable[[], T]
+) -> tuple[str, T | None, Exception | None]:
+    """On the engine thread: classify the credential, authorize, do ``step``. Returns the credential's kind (for
+    the counters) with the step's result or what it raised."""
+    credential = engine.classify_credential(raw_credential)
+    try:
+        engine.authorize(route, credential, environment_id, work_id)
+        return credential.kind, step(), None
+    except Exception as failure:
+        if isinstance(failure, DatabaseError):
+            connections[engine.DB].close()
+        return credential.kind, None, failure
+
+
+async def _serve_step(
+    request: HttpRequest,
+    route: str,
+    step: Callable[[], T],
+    finish: Callable[[T], Awaitable[tuple[Any, int]]],
+    *,
+    environment_id: str,
+    work_id: str | None = None,
+) -> HttpResponse:
+    """``_serve`` for the routes a worker calls all the time: ``step`` (synchronous: parse the request, call the
+    engine, render) runs on the engine thread, then ``finish`` turns its result into (payload, status).
+
+    Same order as ``_serve`` (count, fault, beta check, authorize, step), but when no fault applies and the beta
+    check passes, classifying the credential, authorizing and the step share one trip to the engine thread.
+    """
+    try:
+        fault = faults.take(route)
+        if fault is None and not _beta_missing(request):
+            kind, result, failure = await run(
+                _authorized_step, _credential(request), route, environment_id, work_id, step
+            )
+            counters.count(route, kind)
+            if failure is not None:
+                raise failure
+        else:
+            credential = await run(engine.classify_credential, _credential(request))
+            counters.count(route, credential.kind)
+            faulted = await _admit(request, fault)
+            if faulted is not None:
+                return faulted
+            engine.authorize(route, credential, environment_id, work_id)
+            result = await run(step)
+        payload, status = await finish(result)  # type: ignore[arg-type]
+        response = json_response(request, payload, status)
+    except EmulatorError as error:
+        response = error_response(request, error)
+    except Exception:
+        response = _internal_error(request)
+    counters.count_status(response.status_code)
+    return response
+
+
+async def _as_is(payload: Any) -> tuple[Any, int]:
+    return payload, 200
 
 
 def _call(
@@ -229,29 +305,44 @@ def _call(
 async def work_poll(request: HttpRequest, environment_id: str) -> HttpResponse:
     if request.method != "GET":
         return _method_not_allowed(request)
+    block_ms: int | None = None
+    args: dict[str, Any] = {}
 
-    async def work() -> tuple[Any, int]:
+    def first_poll() -> engine.Delivery | None:
+        nonlocal block_ms
         block_ms = _int_param(request, "block_ms", minimum=1, maximum=999)
-        reclaim_ms = _int_param(request, "reclaim_older_than_ms", minimum=0)
+        args["reclaim_older_than_ms"] = _int_param(request, "reclaim_older_than_ms", minimum=0)
         worker_id = request.headers.get("anthropic-worker-id") or None
-        args = {
-            "reclaim_older_than_ms": reclaim_ms,
-            "worker_id": worker_id,
-            "api_base_url": _base_url(request),
-        }
-        delivery = await run(engine.poll, environment_id, **args)
+        if worker_id is not None and len(worker_id) > engine.MAX_WORKER_ID_LENGTH:
+            # Longer ids would not fit the tables (a database error on PostgreSQL).
+            raise EmulatorError(
+                400, f"Anthropic-Worker-ID must be at most {engine.MAX_WORKER_ID_LENGTH} characters"
+            )
+        args["worker_id"] = worker_id
+        args["api_base_url"] = _base_url(request)
+        return engine.poll(environment_id, **args)
+
+    async def wait(delivery: engine.Delivery | None) -> tuple[Any, int]:
         if delivery is None and block_ms:
             loop = asyncio.get_running_loop()
             deadline = loop.time() + block_ms / 1000
+            reclaim_ms = args["reclaim_older_than_ms"]
+            # Sleep until something can be delivered (an unacked delivery's reclaim, a lease's expiry) or a
+            # notice from `arrivals`, rather than re-reading the queue on a timer.
             while delivery is None and (remaining := deadline - loop.time()) > 0:
-                await arrivals.wait(min(remaining, LONG_POLL_RECHECK_SECONDS))
-                if await run(engine.has_deliverable, environment_id, reclaim_older_than_ms=reclaim_ms):
+                notice = arrivals.current()
+                wait_for = await run(
+                    engine.next_deliverable_in, environment_id, reclaim_older_than_ms=reclaim_ms
+                )
+                if wait_for == 0:
                     delivery = await run(engine.poll, environment_id, record_poll=False, **args)
+                else:
+                    await arrivals.wait(notice, remaining if wait_for is None else min(remaining, wait_for))
         if delivery is None:
             return None, 200
         return engine.work_json(delivery.item, secret=delivery.secret), 200
 
-    return await _serve(request, "poll", work, environment_id=environment_id)
+    return await _serve_step(request, "poll", first_poll, wait, environment_id=environment_id)
 
 
 @csrf_exempt
@@ -301,9 +392,12 @@ async def work_detail(request: HttpRequest, environment_id: str, work_id: str) -
 async def work_ack(request: HttpRequest, environment_id: str, work_id: str) -> HttpResponse:
     if request.method != "POST":
         return _method_not_allowed(request)
-    # No body is read: the SDK sends JSON content type with an empty body.
-    work = _call(engine.ack, environment_id, work_id, render=engine.work_json)
-    return await _serve(request, "ack", work, environment_id=environment_id, work_id=work_id)
+
+    def ack() -> dict[str, Any]:
+        # No body is read: the SDK sends JSON content type with an empty body.
+        return engine.work_json(engine.ack(environment_id, work_id))
+
+    return await _serve_step(request, "ack", ack, _as_is, environment_id=environment_id, work_id=work_id)
 
 
 @csrf_exempt
@@ -311,19 +405,16 @@ async def work_heartbeat(request: HttpRequest, environment_id: str, work_id: str
     if request.method != "POST":
         return _method_not_allowed(request)
 
-    async def work() -> tuple[Any, int]:
+    def heartbeat() -> dict[str, Any]:
         ttl = engine.parse_ttl(request.GET.get("desired_ttl_seconds"))
         expected = request.GET.get("expected_last_heartbeat")
-        result = await run(
-            engine.heartbeat,
-            environment_id,
-            work_id,
-            expected_last_heartbeat=expected,
-            desired_ttl_seconds=ttl,
+        return engine.heartbeat(
+            environment_id, work_id, expected_last_heartbeat=expected, desired_ttl_seconds=ttl
         )
-        return result, 200
 
-    return await _serve(request, "heartbeat", work, environment_id=environment_id, work_id=work_id)
+    return await _serve_step(
+        request, "heartbeat", heartbeat, _as_is, environment_id=environment_id, work_id=work_id
+    )
 
 
 @csrf_exempt
@@ -331,16 +422,15 @@ async def work_stop(request: HttpRequest, environment_id: str, work_id: str) -> 
     if request.method != "POST":
         return _method_not_allowed(request)
 
-    async def work() -> tuple[Any, int]:
+    def stop() -> dict[str, Any]:
         force = _json_object(request).get("force", False)
         if force is None:
             force = False
         if not isinstance(force, bool):
             raise EmulatorError(400, "force must be true or false")
-        item = await run(engine.stop, environment_id, work_id, force=force)
-        return engine.work_json(item), 200
+        return engine.work_json(engine.stop(environment_id, work_id, force=force))
 
-    return await _serve(request, "stop", work, environment_id=environment_id, work_id=work_id)
+    return await _serve_step(request, "stop", stop, _as_is, environment_id=environment_id, work_id=work_id)
 
 
 # --- /v1 environment routes ------------------------------------------------------------------------------------
