@@ -160,9 +160,7 @@ async def run(workspace: Workspace, quick: bool, redis_url: str) -> Result:
             if on_redis is not None:
                 alone["Redis"] = await measure(on_redis, env.id, 1, cfg["alone"], interval)
                 measured["Redis"] = await measure(on_redis, env.id, clients, snapshots, interval)
-                # With Redis, consumers outlive their sockets by several seconds (each waits out a blocking read)
-                # and a graceful stop waits for them; nothing is left to save, so do not wait long.
-                await in_thread(on_redis.stop, 1.0)
+                await in_thread(on_redis.stop)
         finally:
             if use_redis:
                 await in_thread(stack.stop)
