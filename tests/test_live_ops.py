@@ -57,6 +57,8 @@ def test_upstream_paths_become_endpoint_names_without_ids():
     assert endpoint_of("GET", "/v1/environments/env_1/work") == "list_work"
     assert endpoint_of("GET", "/v1/environments/env_1/work/work_9") == "retrieve_work"
     assert endpoint_of("POST", "/v1/environments/env_1/work/work_9/stop") == "stop_work"
+    # Poll is a GET; it must not be counted as a retrieve of a work item called "poll".
+    assert endpoint_of("GET", "/v1/environments/env_1/work/poll") == "poll_work"
     assert endpoint_of("GET", "/v1/environments") == "list_environments"
     assert endpoint_of("GET", "/elsewhere") == "other"
 

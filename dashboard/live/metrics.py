@@ -81,7 +81,7 @@ _ENDPOINTS: tuple[tuple[str, re.Pattern[str], str], ...] = tuple(
     (method, re.compile(pattern), name)
     for method, pattern, name in (
         ("GET", r"/v1/environments/[^/]+/work/stats$", "work_stats"),
-        ("POST", r"/v1/environments/[^/]+/work/poll$", "poll_work"),
+        ("GET", r"/v1/environments/[^/]+/work/poll$", "poll_work"),
         ("GET", r"/v1/environments/[^/]+/work$", "list_work"),
         ("POST", r"/v1/environments/[^/]+/work/[^/]+/ack$", "ack_work"),
         ("POST", r"/v1/environments/[^/]+/work/[^/]+/heartbeat$", "heartbeat_work"),
