@@ -11,6 +11,7 @@ client per request, session and permission lookups, the audit trail query, the t
 from __future__ import annotations
 
 import asyncio
+import re
 import statistics
 import time
 from collections.abc import Awaitable, Callable
@@ -69,7 +70,11 @@ async def run(workspace: Workspace, quick: bool, redis_url: str) -> Result:
             async def env_dashboard() -> None:
                 response = await http.get(env_path)
                 if response.status_code != 200 or env.work_ids[0] not in response.text:
-                    raise RuntimeError(f"environment page answered {response.status_code} without its items")
+                    shown = re.findall(r'data-failure-kind="([^"]+)"', response.text)
+                    raise RuntimeError(
+                        f"environment page answered {response.status_code} without its items"
+                        f" (failure banners: {', '.join(shown) or 'none'}; {response.text.count('<tr')} rows)"
+                    )
 
             async def env_direct() -> None:
                 _, _, page = await asyncio.gather(
