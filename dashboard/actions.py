@@ -464,29 +464,17 @@ async def stop(request: HttpRequest, env_id: str, work_id: str) -> HttpResponse:
             return await _page(request, template, context, 400)
 
         sent = {"force": force}
+        already_stopped: AlreadyStopped | None = None
         with upstream.capture_response() as seen:
             try:
                 result = await api.stop_work(env_id, work_id, force=True if force else None)
             except AlreadyStopped as exc:
-                await audit.arecord(
-                    user=user,
-                    action=action,
-                    outcome="succeeded",
-                    environment_id=env_id,
-                    work_id=work_id,
-                    reason=reason,
-                    sent=sent,
-                    upstream_status=exc.status or 409,
-                    request_id=exc.request_id or "",
-                    error="already stopped",
-                    via=audit.via_of(request),
-                )
-                await sync_to_async(messages.info)(request, f"{work_id} had already stopped: nothing to do.")
-                return HttpResponseRedirect(_item_url(env_id, work_id))
+                already_stopped = exc
             except WorkAPIError as exc:
                 await _audit_failure(request, action, env_id, work_id, reason, sent, exc)
                 context["failure"] = upstream.failure_banner(exc)
                 return await _page(request, template, context, _failure_status(exc))
+    # "Already stopped" is what the user wanted: a success, recorded with the upstream's 409 and its request-id.
     await audit.arecord(
         user=user,
         action=action,
@@ -495,10 +483,14 @@ async def stop(request: HttpRequest, env_id: str, work_id: str) -> HttpResponse:
         work_id=work_id,
         reason=reason,
         sent=sent,
-        upstream_status=seen["status"],
-        request_id=seen["request_id"],
+        upstream_status=(already_stopped.status or 409) if already_stopped else seen["status"],
+        request_id=(already_stopped.request_id or "") if already_stopped else seen["request_id"],
+        error="already stopped" if already_stopped else "",
         via=audit.via_of(request),
     )
+    if already_stopped:
+        await sync_to_async(messages.info)(request, f"{work_id} had already stopped: nothing to do.")
+        return HttpResponseRedirect(_item_url(env_id, work_id))
     verb = "Force-stopped" if force else "Stop requested for"
     await sync_to_async(messages.success)(request, f"{verb} {work_id}: it is now {result.state}.")
     return HttpResponseRedirect(_item_url(env_id, work_id))
