@@ -29,7 +29,7 @@ from django.utils.cache import patch_vary_headers
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.middleware import HtmxDetails
 
-from dashboard import audit, stuck, upstream
+from dashboard import audit, regions, stuck, upstream
 from dashboard.models import UserPreference
 from dashboard.permissions import capabilities, require_action
 from workqueue.client import WorkAPIClient
@@ -289,11 +289,7 @@ async def overview(request: HtmxHttpRequest) -> HttpResponse:
     now = timezone.now()
     async with upstream.client() as c:
         environments = await attempt(self_hosted_environments(c))
-        tiles = (
-            await gather_bounded([environment_tile(c, env, now) for env in environments.value])
-            if environments.value is not None
-            else []
-        )
+        tiles = await regions.tile_snapshots(c, environments.value or [], now)
     context = {
         "nav": "overview",
         "tiles": tiles,
@@ -303,9 +299,9 @@ async def overview(request: HtmxHttpRequest) -> HttpResponse:
         "starving_count": sum(1 for tile in tiles if tile.starving),
         "stuck_total": sum(tile.stuck or 0 for tile in tiles),
     }
-    template = (
-        "dashboard/pages/_tiles.html" if wants_region(request, "tiles") else "dashboard/pages/overview.html"
-    )
+    template = "dashboard/pages/overview.html"
+    if wants_region(request, "tiles"):
+        template += "#tiles"
     return await render_page(request, template, context, status=502 if environments.error else 200)
 
 

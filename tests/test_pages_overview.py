@@ -13,7 +13,7 @@ pytestmark = pytest.mark.django_db
 
 def tile(html: str, env_id: str) -> str:
     match = re.search(
-        rf'<article class="tile[^"]*" data-environment-id="{env_id}">(.*?)</article>', html, re.S
+        rf'<article class="tile[^"]*" data-environment-id="{env_id}"[^>]*>(.*?)</article>', html, re.S
     )
     assert match, f"no tile for {env_id}"
     return match.group(1)

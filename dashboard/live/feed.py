@@ -524,6 +524,7 @@ class LiveRuntime:
             "published_at": iso(snapshot.published_at),
             "stale": snapshot.stale is not None,
             "depth": snapshot.depth,
+            "numbers": snapshot.numbers(),
             "tile": fragments.tile,
             "environment": fragments.environment,
             "wall": fragments.wall,

@@ -17,9 +17,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any
 
 from django.template.loader import render_to_string
+from django.utils.safestring import SafeString
 
 from dashboard.live import conf
 from dashboard.live.sparkline import HistoryPoint, sparkline
@@ -29,6 +31,15 @@ __all__ = ["Fragments", "ItemView", "Snapshot", "Staleness", "placeholder", "ren
 
 def iso(moment: datetime | None) -> str:
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z") if moment is not None else ""
+
+
+def _parse(value: Any) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
 
 
 @dataclass(frozen=True)
@@ -41,6 +52,19 @@ class Staleness:
     kind: str
     request_id: str = ""
     status: int | None = None
+
+    @property
+    def banner(self) -> dict[str, Any]:
+        """In the shape of ``upstream.failure_banner``, for ``dashboard/pages/_failure.html``."""
+        return {
+            "kind": self.kind,
+            "title": self.reason,
+            "message": self.detail,
+            "request_id": self.request_id,
+            "status": self.status,
+            "occurred_at": self.since,
+            "retry_after": None,
+        }
 
 
 @dataclass(frozen=True)
@@ -84,6 +108,97 @@ class Snapshot:
     @property
     def has_stats(self) -> bool:
         return self.depth is not None
+
+    # What the region templates read (``s.at_iso`` ...): the same names whoever renders them, page or feed.
+    @property
+    def at_iso(self) -> str:
+        return iso(self.at)
+
+    @property
+    def published_iso(self) -> str:
+        return iso(self.published_at)
+
+    @property
+    def stale_since_iso(self) -> str:
+        return iso(self.stale.since) if self.stale else ""
+
+    @property
+    def oldest_iso(self) -> str:
+        return iso(self.oldest_queued_at)
+
+    @property
+    def interval(self) -> str:
+        return f"{conf.feed_interval():g}"
+
+    @property
+    def tone_name(self) -> str:
+        return self.tone()[0]
+
+    @property
+    def tone_reasons(self) -> list[str]:
+        return self.tone()[1]
+
+    @cached_property
+    def sparkline(self) -> SafeString:
+        return sparkline(self.history, self.published_at, conf.history_window_seconds())
+
+    def numbers(self) -> dict[str, Any]:
+        """The figures, as JSON values: cached beside the fragments, so a page's first paint shows the feed's."""
+        return {
+            "at": iso(self.at),
+            "published_at": iso(self.published_at),
+            "depth": self.depth,
+            "pending": self.pending,
+            "workers_polling": self.workers_polling,
+            "oldest_queued_at": iso(self.oldest_queued_at),
+            "active": self.active,
+            "stuck": self.stuck,
+            "listed": self.listed,
+            "counts_capped": self.counts_capped,
+            "counts_note": self.counts_note,
+            "stale": None
+            if self.stale is None
+            else {
+                "since": iso(self.stale.since),
+                "reason": self.stale.reason,
+                "detail": self.stale.detail,
+                "kind": self.stale.kind,
+                "request_id": self.stale.request_id,
+                "status": self.stale.status,
+            },
+        }
+
+    @classmethod
+    def from_numbers(
+        cls, environment_id: str, name: str, numbers: dict[str, Any], history: list[HistoryPoint]
+    ) -> Snapshot:
+        stale = numbers.get("stale")
+        return cls(
+            environment_id=environment_id,
+            name=name,
+            at=_parse(numbers.get("at")),
+            published_at=_parse(numbers.get("published_at")) or datetime.now(UTC),
+            depth=numbers.get("depth"),
+            pending=numbers.get("pending"),
+            workers_polling=numbers.get("workers_polling"),
+            oldest_queued_at=_parse(numbers.get("oldest_queued_at")),
+            active=numbers.get("active"),
+            stuck=numbers.get("stuck"),
+            listed=int(numbers.get("listed") or 0),
+            counts_capped=bool(numbers.get("counts_capped")),
+            counts_note=str(numbers.get("counts_note") or ""),
+            stale=None
+            if not stale
+            else Staleness(
+                since=_parse(stale.get("since")) or datetime.now(UTC),
+                reason=str(stale.get("reason", "")),
+                detail=str(stale.get("detail", "")),
+                kind=str(stale.get("kind", "")),
+                request_id=str(stale.get("request_id") or ""),
+                status=stale.get("status"),
+            ),
+            history=history,
+        )
 
     @property
     def oldest_queued_seconds(self) -> float | None:
@@ -146,10 +261,14 @@ def template_context(snapshot: Snapshot, interval: float) -> dict[str, Any]:
     }
 
 
+# Each live region is a {% partialdef %} of the page that shows it; the page's GET renders the same partial.
+TILE = "dashboard/pages/overview.html#tile"
+
+
 def render(snapshot: Snapshot, *, watched_items: set[str], interval: float) -> Fragments:
     context = template_context(snapshot, interval)
-    chart = sparkline(snapshot.history, snapshot.published_at, conf.history_window_seconds())
-    tile = render_to_string("live/_tile.html", {**context, "sparkline": chart})
+    chart = snapshot.sparkline
+    tile = render_to_string(TILE, {"s": snapshot, "oob": True})
     environment = render_to_string("live/_environment.html", context)
     wall = render_to_string("live/_wall_tile.html", {**context, "sparkline": chart})
     rows: dict[str, str] = {}

@@ -24,8 +24,8 @@ def _socket(path: str, name: str = "", values: Iterable[str] = ()) -> SafeString
 
 @register.simple_tag
 def live_overview_socket(tiles: Iterable[Any]) -> SafeString:
-    """The overview's socket: the tiles it shows (``tile.environment.id``)."""
-    return _socket("/ws/live/", "env", [tile.environment.id for tile in tiles])
+    """The overview's socket: the tiles it shows (each a snapshot, ``tile.environment_id``)."""
+    return _socket("/ws/live/", "env", [tile.environment_id for tile in tiles])
 
 
 @register.simple_tag
@@ -49,14 +49,3 @@ def live_attrs() -> SafeString:
 def live_meta() -> dict[str, object]:
     """The "updated … ago" line of a region, empty until the first snapshot."""
     return {"s": None}
-
-
-@register.simple_tag
-def live_tile_placeholder(environment_id: str) -> SafeString:
-    """The overview tile's chart and age, replaced by the first snapshot."""
-    return format_html(
-        '<div id="live-tile-{}" class="live-region"{}>'
-        '<p class="live-meta small"><span class="live-age" data-live-age>Waiting for live numbers…</span></p></div>',
-        environment_id,
-        live_attrs(),
-    )
