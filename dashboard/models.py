@@ -1,6 +1,7 @@
 """The dashboard's own data: the audit log, environment keys, bulk operations and per-user preferences.
 
-What lives here is only what the dashboard itself must remember; everything about work items comes from the Work API.
+What lives here is only what the dashboard itself must remember. The work index (what the dashboard knows of the
+upstream's work items) has its tables in ``dashboard.index.models``, imported at the end.
 
 - ``AuditEntry``: the append-only, hash-chained record of every action (see ``dashboard.audit`` for how entries
   are added; this module only refuses every other way of writing them).
@@ -265,3 +266,26 @@ class UserPreference(models.Model):
 
     def __str__(self) -> str:
         return f"preferences of {self.user_id}"
+
+
+# -- The work index (its tables live beside the code that keeps them) -------------------------------------------
+
+from dashboard.index.models import (  # noqa: E402
+    IndexedEnvironment,
+    IndexedWork,
+    IndexSample,
+    WorkEvent,
+)
+
+__all__ = [
+    "AuditChainHead",
+    "AuditEntry",
+    "BulkItem",
+    "BulkOperation",
+    "EnvironmentKey",
+    "IndexSample",
+    "IndexedEnvironment",
+    "IndexedWork",
+    "UserPreference",
+    "WorkEvent",
+]

@@ -218,6 +218,10 @@ FEED_INTERVAL_SECONDS = env_float("FEED_INTERVAL_SECONDS", 3.0, minimum=0.2, max
 FEED_WORK_PAGES = env_int("FEED_WORK_PAGES", 2, minimum=0, maximum=10)
 # Queue samples kept for the history charts.
 HISTORY_RETENTION_HOURS = env_int("HISTORY_RETENTION_HOURS", 24, minimum=1, maximum=24 * 365)
+# The work index (dashboard.index): upstream requests its sync may make per environment and minute (list pages
+# and retrieves; the feed's stats polls are not counted), and how long stopped items stay in it.
+INDEX_REQUESTS_PER_MINUTE = env_int("INDEX_REQUESTS_PER_MINUTE", 120, minimum=6, maximum=6000)
+INDEX_STOPPED_RETENTION_HOURS = env_int("INDEX_STOPPED_RETENTION_HOURS", 168, minimum=1, maximum=24 * 3650)
 # /metrics needs "Authorization: Bearer <METRICS_TOKEN>" when set; unset, only loopback requests are answered.
 METRICS_TOKEN = env_str("METRICS_TOKEN")
 # Keys the live layer keeps in Redis (leases, presence, latest snapshots) start with this.

@@ -4,19 +4,48 @@ A work item is stuck when it is starting or active and its last heartbeat (or, b
 acknowledgement) is older than ``STUCK_HEARTBEAT_SECONDS``; when it has been stopping longer than
 ``STUCK_STOPPING_SECONDS``; or when it has waited queued longer than ``STUCK_QUEUED_SECONDS``. The thresholds are
 settings, overridable from the environment within bounds.
+
+This module is the one place the rule is stated. ``stuck_reason`` applies it to one item; the work index
+(``dashboard.index.queries.stuck_items``) asks the same question of the database with ``reference_time`` (stored
+per row when it is written) and ``cutoffs`` (the oldest reference time per state that is not stuck yet).
 """
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from datetime import datetime, timedelta
+from typing import Any, Protocol
 
 from django.conf import settings
 
-if TYPE_CHECKING:
-    from workqueue.records import WorkItem
 
-__all__ = ["humanize_seconds", "is_stuck", "lease_health", "stuck_reason", "thresholds"]
+class WorkItem(Protocol):
+    """What the rule reads of an item: a ``workqueue.records.WorkItem`` or a row of the work index."""
+
+    @property
+    def state(self) -> str: ...
+    @property
+    def created_at(self) -> datetime: ...
+    @property
+    def acknowledged_at(self) -> datetime | None: ...
+    @property
+    def latest_heartbeat_at(self) -> datetime | None: ...
+    @property
+    def stop_requested_at(self) -> datetime | None: ...
+
+
+__all__ = [
+    "STATE_THRESHOLD",
+    "cutoffs",
+    "humanize_seconds",
+    "is_stuck",
+    "lease_health",
+    "reference_time",
+    "stuck_reason",
+    "thresholds",
+]
+
+# Which threshold applies in which state; a state not named here (stopped) is never stuck.
+STATE_THRESHOLD = {"starting": "heartbeat", "active": "heartbeat", "stopping": "stopping", "queued": "queued"}
 
 
 def thresholds() -> dict[str, int]:
@@ -25,6 +54,30 @@ def thresholds() -> dict[str, int]:
         "stopping": int(settings.STUCK_STOPPING_SECONDS),
         "queued": int(settings.STUCK_QUEUED_SECONDS),
     }
+
+
+def reference_time(
+    state: str,
+    *,
+    created_at: datetime,
+    acknowledged_at: datetime | None,
+    latest_heartbeat_at: datetime | None,
+    stop_requested_at: datetime | None,
+) -> datetime | None:
+    """The moment the stuck clock of an item in ``state`` runs from (None in a state that is never stuck)."""
+    if state in ("starting", "active"):
+        return latest_heartbeat_at or acknowledged_at or created_at
+    if state == "stopping":
+        return stop_requested_at or latest_heartbeat_at or created_at
+    if state == "queued":
+        return created_at
+    return None
+
+
+def cutoffs(now: datetime) -> dict[str, datetime]:
+    """Per state that can be stuck: an item is stuck when its ``reference_time`` is earlier than this."""
+    limits = thresholds()
+    return {state: now - timedelta(seconds=limits[name]) for state, name in STATE_THRESHOLD.items()}
 
 
 def humanize_seconds(seconds: float) -> str:
@@ -49,40 +102,42 @@ def _heartbeat_reference(item: WorkItem) -> tuple[datetime, str]:
     return item.created_at, "creation"
 
 
+def _reference_of(item: WorkItem) -> datetime | None:
+    return reference_time(
+        item.state,
+        created_at=item.created_at,
+        acknowledged_at=item.acknowledged_at,
+        latest_heartbeat_at=item.latest_heartbeat_at,
+        stop_requested_at=item.stop_requested_at,
+    )
+
+
 def stuck_reason(item: WorkItem, now: datetime) -> str | None:
     """A sentence saying why ``item`` is stuck, or None if it is not."""
-    limits = thresholds()
+    since = _reference_of(item)
+    if since is None:
+        return None
+    limit = thresholds()[STATE_THRESHOLD[item.state]]
+    age = (now - since).total_seconds()
+    if age <= limit:
+        return None
     if item.state in ("starting", "active"):
-        since, what = _heartbeat_reference(item)
-        age = (now - since).total_seconds()
-        if age > limits["heartbeat"]:
-            if what == "heartbeat":
-                return (
-                    f"No heartbeat for {humanize_seconds(age)} while {item.state} "
-                    f"(threshold {humanize_seconds(limits['heartbeat'])})."
-                )
+        if _heartbeat_reference(item)[1] == "heartbeat":
             return (
-                f"{item.state.capitalize()} for {humanize_seconds(age)} without any heartbeat "
-                f"(threshold {humanize_seconds(limits['heartbeat'])})."
+                f"No heartbeat for {humanize_seconds(age)} while {item.state} "
+                f"(threshold {humanize_seconds(limit)})."
             )
-        return None
+        return (
+            f"{item.state.capitalize()} for {humanize_seconds(age)} without any heartbeat "
+            f"(threshold {humanize_seconds(limit)})."
+        )
     if item.state == "stopping":
-        since = item.stop_requested_at or item.latest_heartbeat_at or item.created_at
-        age = (now - since).total_seconds()
-        if age > limits["stopping"]:
-            return (
-                f"Stopping for {humanize_seconds(age)} and not stopped yet "
-                f"(threshold {humanize_seconds(limits['stopping'])})."
-            )
-        return None
-    if item.state == "queued":
-        age = (now - item.created_at).total_seconds()
-        if age > limits["queued"]:
-            return (
-                f"Queued for {humanize_seconds(age)} without being picked up "
-                f"(threshold {humanize_seconds(limits['queued'])})."
-            )
-    return None
+        return (
+            f"Stopping for {humanize_seconds(age)} and not stopped yet (threshold {humanize_seconds(limit)})."
+        )
+    return (
+        f"Queued for {humanize_seconds(age)} without being picked up (threshold {humanize_seconds(limit)})."
+    )
 
 
 def is_stuck(item: WorkItem, now: datetime) -> bool:
