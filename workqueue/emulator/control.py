@@ -58,6 +58,16 @@ class EmulatorControl:
         item: dict[str, Any] = self._call("POST", f"environments/{env_id}/work", body)
         return item
 
+    def bulk_create(self, env_id: str, *groups: dict[str, Any], timeout: float = 300.0) -> dict[str, Any]:
+        """Many items at once: ``bulk_create(env, {"count": 2500, "state": "stopped", "age_seconds": 3000})``
+        (group fields: ``engine.bulk_create``). Answers ``{"count", "ids" (up to 1,000 items), ...}``."""
+        response = self._http.post(
+            f"/_emulator/environments/{env_id}/work/bulk", json={"groups": list(groups)}, timeout=timeout
+        )
+        response.raise_for_status()
+        created: dict[str, Any] = response.json()
+        return created
+
     def server_stop(self, env_id: str, work_id: str) -> dict[str, Any]:
         item: dict[str, Any] = self._call("POST", f"environments/{env_id}/work/{work_id}/server-stop")
         return item
@@ -77,6 +87,10 @@ class EmulatorControl:
     def requests(self) -> dict[str, Any]:
         counts: dict[str, Any] = self._call("GET", "requests")
         return counts
+
+    def environment_requests(self, env_id: str) -> int:
+        """Requests the emulator has served for one environment's routes since the counters were last reset."""
+        return int(self.requests().get("by_environment", {}).get(env_id, {}).get("total", 0))
 
     def reset_requests(self) -> None:
         self._call("DELETE", "requests")

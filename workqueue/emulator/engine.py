@@ -723,6 +723,115 @@ def enqueue(
     )
 
 
+MAX_BULK_ITEMS: Final = 200_000
+BULK_STATES: Final = ("queued", "starting", "active", "stopping", "stopped")
+
+
+def _seconds(group: Mapping[str, Any], name: str, default: float | None, maximum: float) -> float | None:
+    value = group.get(name, default)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= maximum:
+        raise _bad_request(f"{name} must be a number of seconds between 0 and {maximum:g}")
+    return float(value)
+
+
+def _bulk_rows(env: Environment, group: Mapping[str, Any], now: datetime) -> list[WorkItem]:
+    """The items of one ``bulk_create`` group (see there), oldest first."""
+    if not isinstance(group, Mapping):
+        raise _bad_request("each group must be an object")
+    count = group.get("count", 1)
+    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_BULK_ITEMS:
+        raise _bad_request(f"count must be a whole number between 1 and {MAX_BULK_ITEMS}")
+    state = group.get("state", "queued")
+    if state not in BULK_STATES:
+        raise _bad_request(f"state must be one of {', '.join(BULK_STATES)}")
+    work_type = group.get("type", "session")
+    if work_type not in ("session", "healthcheck"):
+        raise _bad_request("type must be session or healthcheck")
+    year = 366 * 86400.0
+    age = _seconds(group, "age_seconds", 0, 10 * year) or 0.0
+    spacing = (_seconds(group, "spacing_seconds", 0.001, 86400) or 0.0) or 0.000001
+    ack_after = _seconds(group, "ack_after_seconds", 1.0, year) or 0.0
+    stop_after = _seconds(group, "stopped_after_seconds", 1.0, year) or 0.0
+    heartbeat_age = _seconds(group, "heartbeat_age_seconds", None, 10 * year)
+    stop_age = _seconds(group, "stop_requested_age_seconds", None, 10 * year)
+    lease = _seconds(group, "lease_expires_in_seconds", None, 10 * year)
+    delivered = bool(group.get("delivered", False))
+    clean = _metadata_patch(group.get("metadata") or {}, empty_deletes=False)
+    check_metadata(clean)  # type: ignore[arg-type]
+    ttl = int(getattr(settings, "EMULATOR_LEASE_TTL_SECONDS", 60))
+    oldest = now - timedelta(seconds=age)
+    if oldest + timedelta(seconds=spacing * (count - 1)) > now:
+        raise _bad_request("age_seconds must cover count × spacing_seconds: items cannot be created in the future")
+    rows: list[WorkItem] = []
+    prefix = "session_" if work_type == "session" else "healthcheck_"
+    for n in range(count):
+        created = oldest + timedelta(seconds=spacing * n)
+        item = WorkItem(
+            id=new_id("work_"),
+            environment=env,
+            state=state,
+            data_type=work_type,
+            data_id=new_id(prefix),
+            metadata=dict(clean),
+            created_at=created,
+            ttl_seconds=ttl,
+        )
+        if state == "queued":
+            if delivered:
+                item.delivered_at, item.delivery_count = created, 1
+        else:
+            item.delivered_at = created
+            item.delivery_count = 1
+            item.acknowledged_at = min(now, created + timedelta(seconds=ack_after))
+        if state in ("active", "stopping") or (state == "stopped" and heartbeat_age is not None):
+            beat = now - timedelta(seconds=heartbeat_age or 0.0)
+            beat = max(beat, item.acknowledged_at or created)
+            item.started_at = item.latest_heartbeat_at = beat
+            item.stored_heartbeat = format_ts(beat)
+        if state == "stopping":
+            item.stop_requested_at = max(
+                now - timedelta(seconds=stop_age or 0.0), item.latest_heartbeat_at or created
+            )
+        if state in ("starting", "active", "stopping"):
+            reference = item.stop_requested_at or item.latest_heartbeat_at or item.acknowledged_at or created
+            item.lease_expires_at = (
+                now + timedelta(seconds=lease) if lease is not None else reference + timedelta(seconds=ttl)
+            )
+        if state == "stopped":
+            item.stopped_at = min(now, max(item.latest_heartbeat_at or created, created) + timedelta(seconds=stop_after))
+        rows.append(item)
+    return rows
+
+
+@_atomic
+def bulk_create(
+    environment_id: str, groups: list[Mapping[str, Any]], *, now: datetime | None = None
+) -> list[WorkItem]:
+    """Many items at once, in any state, for tests and benchmarks (what months of traffic would leave behind).
+
+    Each group: ``count`` items in ``state``; the oldest created ``age_seconds`` ago and each next one
+    ``spacing_seconds`` later (default 1 ms); acknowledged ``ack_after_seconds`` after creation (default 1), the
+    latest heartbeat ``heartbeat_age_seconds`` ago (active/stopping; default now), stop requested
+    ``stop_requested_age_seconds`` ago (stopping), stopped ``stopped_after_seconds`` after the last heartbeat or
+    creation (stopped); ``delivered`` (queued: pending instead of depth); the lease (starting/active/stopping)
+    runs ``EMULATOR_LEASE_TTL_SECONDS`` from the last sign of life, or ends ``lease_expires_in_seconds`` from now;
+    ``metadata``, ``type``. Expiry applies as to any item: an abandoned lease is re-queued on the next request.
+    """
+    now = now or current_time()
+    env = _self_hosted(environment_id)
+    if not isinstance(groups, list) or not groups:
+        raise _bad_request("groups must be a non-empty list")
+    rows: list[WorkItem] = []
+    for group in groups:
+        rows.extend(_bulk_rows(env, group, now))
+        if len(rows) > MAX_BULK_ITEMS:
+            raise _bad_request(f"at most {MAX_BULK_ITEMS} items at once")
+    WorkItem.objects.using(DB).bulk_create(rows, batch_size=1000)
+    return rows
+
+
 def reclaim_window(reclaim_older_than_ms: int | None) -> timedelta:
     """How long a delivery waits for its ack before the next poll may take it (default 5 s, at most ~10 years)."""
     if reclaim_older_than_ms is None:

@@ -153,10 +153,14 @@ class RequestCounters:
         self.by_route: Counter[str] = Counter()
         self.by_route_and_credential: defaultdict[str, Counter[str]] = defaultdict(Counter)
         self.by_status: Counter[str] = Counter()
+        # Per environment, per route: what one environment's traffic costs (the index sync's budget is per one).
+        self.by_environment: defaultdict[str, Counter[str]] = defaultdict(Counter)
 
-    def count(self, route: str, credential_kind: str) -> None:
+    def count(self, route: str, credential_kind: str, environment_id: str | None = None) -> None:
         self.by_route[route] += 1
         self.by_route_and_credential[route][credential_kind] += 1
+        if environment_id:
+            self.by_environment[environment_id[:200]][route] += 1
 
     def count_status(self, status: int) -> None:
         self.by_status[str(status)] += 1
@@ -165,6 +169,7 @@ class RequestCounters:
         self.by_route.clear()
         self.by_route_and_credential.clear()
         self.by_status.clear()
+        self.by_environment.clear()
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -174,6 +179,10 @@ class RequestCounters:
                 route: dict(kinds) for route, kinds in self.by_route_and_credential.items()
             },
             "by_status": dict(self.by_status),
+            "by_environment": {
+                environment_id: {"total": sum(routes.values()), **routes}
+                for environment_id, routes in self.by_environment.items()
+            },
         }
 
 

@@ -27,6 +27,7 @@ urlpatterns: list[URLPattern | URLResolver] = [
     path("_emulator/reset", views.admin_reset),
     path("_emulator/environments", views.admin_environments),
     path("_emulator/environments/<str:environment_id>/work", views.admin_enqueue),
+    path("_emulator/environments/<str:environment_id>/work/bulk", views.admin_bulk_create),
     path(
         "_emulator/environments/<str:environment_id>/work/<str:work_id>/server-stop", views.admin_server_stop
     ),

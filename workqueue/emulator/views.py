@@ -213,7 +213,7 @@ async def _serve(
     """Count, apply faults, authorize, then do ``work`` (which returns (payload, status))."""
     try:
         credential = await run(engine.classify_credential, _credential(request))
-        counters.count(route, credential.kind)
+        counters.count(route, credential.kind, environment_id)
         faulted = await _admit(request, faults.take(route))
         if faulted is not None:
             return faulted
@@ -264,12 +264,12 @@ async def _serve_step(
             kind, result, failure = await run(
                 _authorized_step, _credential(request), route, environment_id, work_id, step
             )
-            counters.count(route, kind)
+            counters.count(route, kind, environment_id)
             if failure is not None:
                 raise failure
         else:
             credential = await run(engine.classify_credential, _credential(request))
-            counters.count(route, credential.kind)
+            counters.count(route, credential.kind, environment_id)
             faulted = await _admit(request, fault)
             if faulted is not None:
                 return faulted
@@ -565,6 +565,27 @@ async def admin_enqueue(request: HttpRequest, environment_id: str) -> HttpRespon
         return engine.work_json(item), 201
 
     return await _admin(request, {"POST": enqueue})
+
+
+@csrf_exempt
+async def admin_bulk_create(request: HttpRequest, environment_id: str) -> HttpResponse:
+    """``POST {"groups": [{"count": 2500, "state": "stopped", ...}, ...]}`` (or one group's fields at the top
+    level): creates every item in one transaction; answers the count, and the ids when there are at most 1,000."""
+
+    async def create() -> tuple[Any, int]:
+        body = _json_object(request)
+        groups = body.get("groups", [body])
+        items = await run(engine.bulk_create, environment_id, groups)
+        arrivals.notify()
+        answer: dict[str, Any] = {"count": len(items)}
+        if len(items) <= 1000:
+            answer["ids"] = [item.id for item in items]
+        if items:
+            answer["oldest_created_at"] = engine.format_ts(min(item.created_at for item in items))
+            answer["newest_created_at"] = engine.format_ts(max(item.created_at for item in items))
+        return answer, 201
+
+    return await _admin(request, {"POST": create})
 
 
 @csrf_exempt
