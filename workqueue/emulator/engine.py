@@ -763,7 +763,9 @@ def _bulk_rows(env: Environment, group: Mapping[str, Any], now: datetime) -> lis
     ttl = int(getattr(settings, "EMULATOR_LEASE_TTL_SECONDS", 60))
     oldest = now - timedelta(seconds=age)
     if oldest + timedelta(seconds=spacing * (count - 1)) > now:
-        raise _bad_request("age_seconds must cover count × spacing_seconds: items cannot be created in the future")
+        raise _bad_request(
+            "age_seconds must cover count × spacing_seconds: items cannot be created in the future"
+        )
     rows: list[WorkItem] = []
     prefix = "session_" if work_type == "session" else "healthcheck_"
     for n in range(count):
@@ -800,7 +802,9 @@ def _bulk_rows(env: Environment, group: Mapping[str, Any], now: datetime) -> lis
                 now + timedelta(seconds=lease) if lease is not None else reference + timedelta(seconds=ttl)
             )
         if state == "stopped":
-            item.stopped_at = min(now, max(item.latest_heartbeat_at or created, created) + timedelta(seconds=stop_after))
+            item.stopped_at = min(
+                now, max(item.latest_heartbeat_at or created, created) + timedelta(seconds=stop_after)
+            )
         rows.append(item)
     return rows
 
