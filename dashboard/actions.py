@@ -33,6 +33,7 @@ from dashboard import audit, upstream
 from dashboard.models import BulkItem, BulkOperation
 from dashboard.permissions import adeny, can, require_action
 from dashboard.stuck import stuck_reason
+from dashboard.untrusted import load_json
 from workqueue.errors import AlreadyStopped, InvalidID, NotFound, WorkAPIError
 from workqueue.ids import validate_environment_id, validate_metadata, validate_work_id
 from workqueue.records import WorkItem
@@ -102,7 +103,7 @@ def _metadata_from_json(text: str) -> dict[str, str] | None:
     if len(text) > 200_000:
         return None
     try:
-        value = json.loads(text)
+        value = load_json(text)
     except ValueError:
         return None
     if not isinstance(value, dict) or not all(
@@ -116,7 +117,7 @@ def _patch_from_json(text: str) -> dict[str, str | None] | None:
     if len(text) > 200_000:
         return None
     try:
-        value = json.loads(text)
+        value = load_json(text)
     except ValueError:
         return None
     if not isinstance(value, dict) or not value:

@@ -4,16 +4,29 @@ The Content-Security-Policy allows scripts, styles and connections only from thi
 alone), no inline script or style, no framing, no ``<base>``, and forms that post only here. ``X-Robots-Tag``
 (with ``robots.txt``, served by ``dashboard.views``) keeps crawlers out of an ops tool that may be reachable from
 the internet. HSTS, the referrer policy, ``nosniff`` and ``X-Frame-Options`` come from Django's settings.
+
+``WebsocketOriginValidator`` is the websockets' counterpart of Django's CSRF origin check: a handshake is accepted
+only from this site's own origin or a trusted one.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
 
+from channels.security.websocket import WebsocketDenier
+from django.conf import settings
 from django.core.exceptions import DisallowedHost
 from django.http import HttpRequest, HttpResponse
+from django.http.request import split_domain_port, validate_host
 
-__all__ = ["SecurityHeadersMiddleware", "content_security_policy"]
+__all__ = [
+    "SecurityHeadersMiddleware",
+    "WebsocketOriginValidator",
+    "content_security_policy",
+    "websocket_origin_allowed",
+]
 
 _FIXED_DIRECTIVES = (
     "default-src 'self'",
@@ -59,3 +72,80 @@ class SecurityHeadersMiddleware:
         response.setdefault("X-Robots-Tag", "noindex, nofollow")
         response.setdefault("Permissions-Policy", "camera=(), microphone=(), geolocation=(), payment=()")
         return response
+
+
+# --- Websocket origins -----------------------------------------------------------------------------------------
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _origin_tuple(origin: str) -> tuple[str, str, int] | None:
+    """``(scheme, host, port)`` of an origin such as ``https://dash.example:8443``; None if it is not one."""
+    try:
+        parts = urlsplit(origin)
+        port = parts.port
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    if scheme not in _DEFAULT_PORTS or not parts.hostname or parts.path not in ("", "/"):
+        return None
+    if parts.username is not None or parts.query or parts.fragment:
+        return None
+    return scheme, parts.hostname.lower(), port or _DEFAULT_PORTS[scheme]
+
+
+def _trusted(origin: tuple[str, str, int], trusted: list[str]) -> bool:
+    """Whether ``origin`` is one of ``CSRF_TRUSTED_ORIGINS`` (Django's ``https://*.example.com`` form included)."""
+    scheme, host, port = origin
+    for entry in trusted:
+        wildcard = "://*." in entry
+        candidate = _origin_tuple(entry.replace("://*.", "://", 1) if wildcard else entry)
+        if candidate is None or candidate[0] != scheme or candidate[2] != port:
+            continue
+        if host == candidate[1] or (wildcard and host.endswith("." + candidate[1])):
+            return True
+    return False
+
+
+def websocket_origin_allowed(scope: dict[str, Any]) -> bool:
+    """A websocket handshake comes from a page of this site: its ``Origin`` is the request's own origin (scheme,
+    host and port, all three) or one of ``CSRF_TRUSTED_ORIGINS``, and its ``Host`` is an allowed host.
+
+    Comparing host names alone would let any page served from another port of the same host (or over plain http
+    when the site is https) read live data with a viewer's cookie.
+    """
+    headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]}
+    host_header = headers.get("host", "")
+    origin = _origin_tuple(headers.get("origin", ""))
+    if origin is None or not host_header:
+        return False
+    domain, port_text = split_domain_port(host_header)
+    if not domain or not validate_host(domain, settings.ALLOWED_HOSTS):
+        return False
+    scheme = "https" if scope.get("scheme") == "wss" else "http"
+    proxy_header = getattr(settings, "SECURE_PROXY_SSL_HEADER", None)
+    if proxy_header:
+        name, secure_value = proxy_header
+        forwarded = headers.get(name.removeprefix("HTTP_").replace("_", "-").lower())
+        if forwarded is not None:
+            scheme = "https" if forwarded.split(",")[0].strip() == secure_value else "http"
+    try:
+        port = int(port_text) if port_text else _DEFAULT_PORTS[scheme]
+    except ValueError:
+        return False
+    if origin == (scheme, domain.strip("[]").lower(), port):
+        return True
+    return _trusted(origin, list(settings.CSRF_TRUSTED_ORIGINS))
+
+
+class WebsocketOriginValidator:
+    """ASGI middleware: a websocket whose origin is not this site's is refused at the handshake (HTTP 403)."""
+
+    def __init__(self, application: Any) -> None:
+        self.application = application
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
+        if scope["type"] == "websocket" and not websocket_origin_allowed(scope):
+            denier = WebsocketDenier()
+            return await denier(scope, receive, send)
+        return await self.application(scope, receive, send)

@@ -1017,3 +1017,174 @@ def test_absurd_query_parameters_are_refused_before_the_upstream(client, upstrea
     with worker_client(upstream) as c:
         assert c.retrieve_work(env["id"], item.id).state == "active"
     probe.done()
+
+
+# --- What an attack on the running demo found ----------------------------------------------------------------------
+
+
+def deep(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+@pytest.mark.django_db
+def test_deeply_nested_json_is_a_clear_400_audited_like_other_bad_bodies(upstream):
+    env, key = environment(upstream, "nested")
+    item = start_work(upstream, env["id"], key, metadata={"team": "ops"})
+    viewer = make_user("viewer")
+    operator = make_user("operator")
+    secrets = [tokens.mint(user, "hold", 7)[1] for user in (viewer, operator)]
+    probe = Probe(upstream, upstream.api_key, key, *secrets)
+    path = f"/gateway/v1/environments/{env['id']}/work/{item.id}"
+    bodies = [
+        ("1000 open brackets", "[" * 1000),
+        # Under the gateway's 64 kB body limit (beyond it, 413 before any parsing).
+        ("60000 open brackets", "[" * 60_000),
+        ("an object 10000 deep", '{"a":' * 10_000 + "1" + "}" * 10_000),
+        ("a list 200 deep, closed", deep(200)),
+        ("metadata 100 deep, closed", json.dumps({"metadata": {"k": "x"}}).replace('"x"', deep(100))),
+    ]
+    for secret, who in zip(secrets, ("viewer", "operator"), strict=True):
+        # raise_request_exception=False: an escaping RecursionError is a 500 here, as a script would see it.
+        gateway = Client(
+            headers={"Authorization": f"Bearer {secret}", "X-Reason": "hostile"},
+            raise_request_exception=False,
+        )
+        for label, body in bodies:
+            response = probe(
+                f"gateway {who}: {label}",
+                lambda body=body, gateway=gateway: gateway.post(path, body, content_type="application/json"),
+                expect=(400,),
+                denied="patch_metadata",
+                outcome="failed",
+            )
+            if response.status_code == 400 and response.json()["error"]["type"] != "invalid_request_error":
+                probe.found.wrong(f"gateway {who}: {label}: not the usual error envelope")
+    browser = Client(raise_request_exception=False)
+    browser.force_login(operator)
+    form = f"/environments/{env['id']}/work/{item.id}/metadata/"
+    for step in ("preview", "send"):
+        for label, value in [("150000 open brackets", "[" * 150_000), ("200 deep, closed", deep(200))]:
+            for field in ("loaded", "patch"):
+                fields = {"step": step, "loaded": '{"team":"ops"}', "patch": '{"a":"b"}', "reason": "hostile"}
+                fields[field] = value
+                probe(
+                    f"metadata form {step}: {field} {label}", lambda fields=fields: browser.post(form, fields)
+                )
+    with worker_client(upstream) as c:
+        assert c.retrieve_work(env["id"], item.id).metadata == {"team": "ops"}
+    FIGURES.measured("nested JSON", f"{probe.found.tried} bodies and forms, answered 400: {not probe.found}")
+    probe.done()
+
+
+@pytest.mark.django_db
+def test_the_gateway_drops_a_work_items_secret_on_retrieve_and_list(upstream):
+    env, key = environment(upstream, "secretive")
+    item = start_work(upstream, env["id"], key)
+    secret = tokens.mint(make_user("viewer"), "hold", 7)[1]
+    gateway = Client(headers={"Authorization": f"Bearer {secret}"})
+    worker_secret = "eyJ2ZXJzaW9uIjoxLCJzZXNzaW9uc190b2tlbiI6InNrLWFudC1yZXEtUVFRUVFRUVFRUSJ9"
+    found = Findings()
+    with worker_client(upstream) as c:
+        record = c.retrieve_work(env["id"], item.id)
+    one = {"id": item.id, "type": "work", "state": record.state, "secret": worker_secret, "metadata": {}}
+    for route, path, body in [
+        ("retrieve", f"/gateway/v1/environments/{env['id']}/work/{item.id}", one),
+        (
+            "list",
+            f"/gateway/v1/environments/{env['id']}/work",
+            {"data": [one, {**one, "id": "work_other"}], "next_page": None},
+        ),
+    ]:
+        found.case()
+        upstream.set_fault(route=route, status=200, content_type="application/json", body=json.dumps(body))
+        response = gateway.get(path)
+        upstream.clear_faults()
+        if response.status_code != 200:
+            found.wrong(f"{route}: HTTP {response.status_code}")
+            continue
+        text = response.content.decode()
+        items = [response.json()] if route == "retrieve" else response.json()["data"]
+        if worker_secret in text or any(entry.get("secret") is not None for entry in items):
+            found.wrong(f"{route}: the work item's secret is passed through")
+        if item.id not in text:
+            found.wrong(f"{route}: the item itself is not")
+    FIGURES.inputs(found.tried, len(found))
+    assert not found, "\n".join(found)
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_socket_from_another_port_scheme_or_host_of_the_same_machine_is_refused(
+    live_runtime, upstream, settings
+):
+    env, _ = await sync_to_async(environment)(upstream, "origins")
+    e = env["id"]
+    cookie = await session_cookie(await sync_to_async(make_user)("viewer"))
+    settings.CSRF_TRUSTED_ORIGINS = ["https://dash.example", "https://*.ops.example"]
+    settings.ALLOWED_HOSTS = ["127.0.0.1", "dash.example", ".ops.example"]
+    found = Findings()
+
+    async def opens(host: str, origin: str, scheme: str = "ws") -> bool:
+        socket = communicator(f"/ws/live/?env={e}", cookie=cookie, origin=origin.encode())
+        socket.scope["headers"] = [(b"host", host.encode()), *socket.scope["headers"][1:]]
+        socket.scope["scheme"] = scheme
+        connected, _ = await socket.connect()
+        if connected:
+            await socket.disconnect()
+        return bool(connected)
+
+    refused = [
+        ("another port", "127.0.0.1:8000", "http://127.0.0.1:18999", "ws"),
+        ("the default port for a page on another", "127.0.0.1:8000", "http://127.0.0.1", "ws"),
+        ("another port for a page on the default", "127.0.0.1", "http://127.0.0.1:8080", "ws"),
+        ("http where the site is https", "127.0.0.1", "http://127.0.0.1", "wss"),
+        ("https where the site is http", "127.0.0.1", "https://127.0.0.1", "ws"),
+        ("an origin with a path", "127.0.0.1", "http://127.0.0.1/x", "ws"),
+        ("an origin with credentials", "127.0.0.1", "http://u@127.0.0.1", "ws"),
+        ("a trusted host over http", "dash.example", "http://dash.example", "wss"),
+        ("a trusted host on another port", "dash.example", "https://dash.example:8443", "wss"),
+        ("a look-alike of a trusted wildcard", "a.ops.example", "https://evilops.example", "wss"),
+        ("a host not allowed", "evil.example", "http://evil.example", "ws"),
+    ]
+    accepted = [
+        ("the same origin", "127.0.0.1", "http://127.0.0.1", "ws"),
+        ("the same origin on a port", "127.0.0.1:8000", "http://127.0.0.1:8000", "ws"),
+        ("the same origin over TLS", "127.0.0.1", "https://127.0.0.1", "wss"),
+        ("a trusted origin", "127.0.0.1", "https://dash.example", "ws"),
+        ("a trusted wildcard origin", "127.0.0.1", "https://a.ops.example", "ws"),
+    ]
+    for label, host, origin, scheme in refused:
+        found.case()
+        if await opens(host, origin, scheme):
+            found.wrong(f"{label} ({origin} to {scheme}://{host}): accepted")
+    for label, host, origin, scheme in accepted:
+        found.case()
+        if not await opens(host, origin, scheme):
+            found.wrong(f"{label} ({origin} to {scheme}://{host}): refused")
+    FIGURES.measured(
+        "foreign-port origins", f"{len(refused)} refused as they should, {len(accepted)} accepted"
+    )
+    FIGURES.inputs(found.tried, len(found))
+    assert not found, "\n".join(found)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_page_on_another_port_cannot_open_the_live_socket_of_the_real_server(live_server_url, upstream):
+    env, _ = environment(upstream, "ports")
+    make_user("viewer", password=PASSWORD)
+    browser = Client()
+    assert browser.login(username="viewer", password=PASSWORD)
+    port = int(live_server_url.rsplit(":", 1)[1])
+    upgrade = {
+        "Cookie": f"sessionid={browser.cookies['sessionid'].value}",
+        "Connection": "Upgrade",
+        "Upgrade": "websocket",
+        "Sec-WebSocket-Version": "13",
+        "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+    }
+    path = f"/ws/live/?env={env['id']}"
+    same = raw_request(live_server_url, "GET", path, headers={**upgrade, "Origin": live_server_url})
+    assert same.status_code == 101, "the dashboard's own page must still open its socket"
+    other = raw_request(
+        live_server_url, "GET", path, headers={**upgrade, "Origin": f"http://127.0.0.1:{port + 1}"}
+    )
+    assert other.status_code == 403, f"a page on port {port + 1} opened the socket (HTTP {other.status_code})"

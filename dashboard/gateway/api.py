@@ -35,6 +35,7 @@ from dashboard.gateway.proxy import (
     gateway_request_id,
 )
 from dashboard.permissions import ACTIONS, can, role_of
+from dashboard.untrusted import load_json
 
 GATEWAY_PREFIX: Final = "/gateway/"
 REASON_HEADER: Final = "X-Reason"
@@ -67,6 +68,32 @@ def _reason(request: HttpRequest) -> str:
     with contextlib.suppress(UnicodeError):
         value = value.encode("latin-1").decode("utf-8")
     return _CONTROL_RE.sub(" ", value).strip()[:MAX_REASON_LENGTH]
+
+
+def without_secrets(answer: UpstreamAnswer) -> UpstreamAnswer:
+    """``answer`` with any work item's ``secret`` emptied: only poll hands one out, and the gateway refuses poll.
+
+    An upstream that includes it on retrieve or list (a field it documents for poll) must not pass a worker's
+    credential to whoever holds a viewer token.
+    """
+    if answer.status >= 400 or b'"secret"' not in answer.body:
+        return answer
+    decoded = answer.json()
+    items: list[Any] = []
+    if isinstance(decoded, dict):
+        items = [decoded]
+        if isinstance(decoded.get("data"), list):
+            items.extend(decoded["data"])
+    dropped = False
+    for item in items:
+        # Emptied rather than removed: the field is in the schema (null outside poll), and the SDK reads it so.
+        if isinstance(item, dict) and item.get("secret") is not None:
+            item["secret"] = None
+            dropped = True
+    if not dropped:
+        return answer
+    body = json.dumps(decoded, ensure_ascii=False, separators=(",", ":")).encode()
+    return UpstreamAnswer(status=answer.status, body=body, headers=answer.headers)
 
 
 def _needed_role(action: str) -> str:
@@ -162,7 +189,7 @@ class _Gateway:
             GATEWAY_REFUSALS.labels("upstream_unreachable").inc()
             return error_response(result.status, result.error_type, result.message)
         GATEWAY_READS.labels(self.operation.name, str(result.status)).inc()
-        return result.as_response()
+        return without_secrets(result).as_response()
 
     async def write(self) -> HttpResponse:
         try:
@@ -179,8 +206,9 @@ class _Gateway:
         body: Any = {}
         if raw.strip():
             try:
-                body = json.loads(raw)
+                body = load_json(raw)
             except ValueError:
+                # Too deep a nesting included: a malformed body, answered and audited like any other.
                 return await self.bad_request(
                     self.operation.permission,
                     400,

@@ -15,7 +15,7 @@ costs no channel-layer work, and leaving costs nothing either (no channel-layer 
 Who may connect: a signed-in user with a role (any role may view everything live), or a display link that is
 neither forged nor revoked, which only receives the environments it was made for. A user's socket is closed when
 the session ends or the role goes (checked every ``LIVE_REAUTH_SECONDS``); a display's when its link is revoked. The Origin header is checked
-by ``AllowedHostsOriginValidator`` in ``dashboard.asgi``. A refused socket is closed before it is accepted (the
+by ``dashboard.security.WebsocketOriginValidator`` (scheme, host and port). A refused socket is closed before it is accepted (the
 browser sees the handshake fail, and htmx does not retry a refusal).
 """
 
