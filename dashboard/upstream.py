@@ -120,6 +120,7 @@ def _options() -> dict[str, Any]:
         "base_url": settings.ANTHROPIC_BASE_URL,
         "timeout": settings.UPSTREAM_TIMEOUT_SECONDS,
         "retry_total": settings.UPSTREAM_RETRY_TOTAL_SECONDS,
+        "max_retries": settings.UPSTREAM_MAX_RETRIES,
         "workspace_id": settings.ANTHROPIC_WORKSPACE_ID or None,
     }
 

@@ -9,8 +9,11 @@ Both share ``_Requests`` (which builds each call and validates its ids before an
 differ in how they wait. Policy:
 
 - every call has a timeout, and no response body is read past ``MAX_BODY_BYTES``;
-- reads (retrieve, list, stats, environments) retry connection failures, timeouts, 408, 429 and 5xx with
-  exponential backoff and jitter, honouring ``retry-after-ms`` / ``retry-after``, within ``retry_total`` seconds;
+- reads (retrieve, list, stats, environments) retry connection failures, timeouts, 408, 409, 429 and 5xx at most
+  ``max_retries`` times (2, as the SDK), with exponential backoff and jitter, honouring ``retry-after-ms`` /
+  ``retry-after`` and ``x-should-retry``, within ``retry_total`` seconds: a wait the server asks for that does not
+  fit in what is left of ``retry_total`` gives up at once, the error saying how long the server asked to wait
+  (the SDK would sleep it out);
 - calls that change something (update, stop, poll, ack, heartbeat) are never retried: the caller decides;
 - a 409 on stop is ``AlreadyStopped`` at once.
 
@@ -123,6 +126,9 @@ MAX_BODY_BYTES: Final = 5 * 1024 * 1024
 USER_AGENT: Final = "workqueue-dashboard/0.1"
 
 # Backoff between read retries: 0.5 s doubling up to 8 s, scaled by a jitter factor in (0.75, 1] (as the SDK does).
+# Retry policy of reads: the SDK's count (2 retries, so 3 attempts at most) and backoff (0.5 s doubling, at most
+# 8 s, less up to a quarter of jitter).
+DEFAULT_MAX_RETRIES: Final = 2
 _INITIAL_RETRY_DELAY: Final = 0.5
 _MAX_RETRY_DELAY: Final = 8.0
 
@@ -223,11 +229,15 @@ class _Requests:
         retry_total: float,
         workspace_id: str | None,
         betas: tuple[str, ...],
+        max_retries: int = DEFAULT_MAX_RETRIES,
     ) -> None:
         if timeout <= 0:
             raise ValueError("timeout must be positive")
         if retry_total < 0:
             raise ValueError("retry_total must not be negative")
+        if max_retries < 0:
+            raise ValueError("max_retries must not be negative")
+        self.max_retries = int(max_retries)
         url = httpx.URL(base_url)
         if url.scheme not in ("http", "https") or not url.host:
             raise ValueError("base_url must be an http:// or https:// URL")
@@ -670,8 +680,11 @@ class _Answers:
         elif status == 409 and call.operation == "stop_work":
             exc = AlreadyStopped(call.not_found.replace("was not found", "is already stopped"), **common)
         elif status == 409:
+            # On a read, a 409 is a lock that timed out on the server: trying again can help (the SDK does too).
             exc = Conflict(
-                f"The Work API reported a conflict while trying to {call.action} (409){quoted}", **common
+                f"The Work API reported a conflict while trying to {call.action} (409){quoted}",
+                retryable=call.retried,
+                **common,
             )
         elif status == 412:
             lease_state = None
@@ -715,7 +728,7 @@ class _Answers:
 
     def retry_delay(self, call: _Call[Any], exc: WorkAPIError, attempt: int, elapsed: float) -> float | None:
         """Seconds to wait before trying ``call`` again, or None to raise ``exc`` now."""
-        if not call.retried or not exc.retryable:
+        if not call.retried or not exc.retryable or attempt >= self.requests.max_retries:
             return None
         if exc.retry_after is not None and exc.retry_after > 0:
             delay = exc.retry_after
@@ -748,6 +761,7 @@ class WorkAPIClient:
         retry_total: float = 8.0,
         workspace_id: str | None = None,
         betas: tuple[str, ...] | list[str] = (),
+        max_retries: int = DEFAULT_MAX_RETRIES,
         transport: httpx.AsyncBaseTransport | None = None,
         *,
         max_body_bytes: int = MAX_BODY_BYTES,
@@ -759,6 +773,7 @@ class WorkAPIClient:
             retry_total=retry_total,
             workspace_id=workspace_id,
             betas=tuple(betas),
+            max_retries=max_retries,
         )
         self._answers = _Answers(self._requests)
         self._max_body_bytes = max_body_bytes
@@ -932,6 +947,7 @@ class SyncWorkAPIClient:
         retry_total: float = 8.0,
         workspace_id: str | None = None,
         betas: tuple[str, ...] | list[str] = (),
+        max_retries: int = DEFAULT_MAX_RETRIES,
         transport: httpx.BaseTransport | None = None,
         *,
         max_body_bytes: int = MAX_BODY_BYTES,
@@ -943,6 +959,7 @@ class SyncWorkAPIClient:
             retry_total=retry_total,
             workspace_id=workspace_id,
             betas=tuple(betas),
+            max_retries=max_retries,
         )
         self._answers = _Answers(self._requests)
         self._max_body_bytes = max_body_bytes
