@@ -171,6 +171,7 @@ GATEWAY_RATE_BURST = env_int("GATEWAY_RATE_BURST", 30, minimum=1, maximum=100000
 
 # --- The emulator ----------------------------------------------------------------------------------------------
 EMULATOR_API_KEY = env_str("EMULATOR_API_KEY", "sk-ant-api03-emulator")
+EMULATOR_WORKSPACE_ID = env_str("EMULATOR_WORKSPACE_ID", "wrkspc_01EmulatorDefault")
 # Lease TTL a heartbeat grants when the worker asks for none (the upstream's default is not documented).
 EMULATOR_LEASE_TTL_SECONDS = env_int("EMULATOR_LEASE_TTL_SECONDS", 60, minimum=10, maximum=600)
 # Send `x-should-retry: false` with 409s (stop/ack of a stopped item). Off = faithful: the upstream is not known to.

@@ -57,6 +57,8 @@ WORKERS_POLLING_WINDOW: Final = timedelta(seconds=30)
 MIN_TTL_SECONDS: Final = 10
 MAX_TTL_SECONDS: Final = 600
 DEFAULT_PAGE_SIZE: Final = 20
+# The workspace of the emulator's API key unless EMULATOR_WORKSPACE_ID names another.
+DEFAULT_WORKSPACE_ID: Final = "wrkspc_01EmulatorDefault"
 MAX_PAGE_SIZE: Final = 100
 MAX_WORKER_ID_LENGTH: Final = 512  # what WorkerPoll.worker_id and WorkItem.delivered_to_worker_id hold
 ONE_MICROSECOND: Final = timedelta(microseconds=1)
@@ -211,6 +213,16 @@ class Credential:
     environment_id: str | None = None
     work_id: str | None = None
     current: bool = True
+    workspace_id: str | None = None  # the workspace the credential belongs to (None: unknown or missing)
+
+
+def default_workspace() -> str:
+    """The workspace of the emulator's API key, and of every environment created without another."""
+    return str(getattr(settings, "EMULATOR_WORKSPACE_ID", "") or DEFAULT_WORKSPACE_ID)
+
+
+def workspace_of(env: Environment) -> str:
+    return env.workspace_id or default_workspace()
 
 
 def credential_from_headers(x_api_key: str | None, authorization: str | None) -> str | None:
@@ -228,26 +240,59 @@ def classify_credential(raw: str | None) -> Credential:
     if not raw:
         return Credential("none")
     if secrets.compare_digest(raw.encode(), str(settings.EMULATOR_API_KEY).encode()):
-        return Credential("api_key")
+        return Credential("api_key", workspace_id=default_workspace())
     if raw.startswith("sk-ant-oat01-"):
-        env_id = (
-            Environment.objects.using(DB).filter(environment_key=raw).values_list("id", flat=True).first()
+        env_row = (
+            Environment.objects.using(DB)
+            .filter(environment_key=raw)
+            .values_list("id", "workspace_id")
+            .first()
         )
-        if env_id:
-            return Credential("environment_key", environment_id=env_id)
+        if env_row:
+            env_id, workspace = env_row
+            return Credential(
+                "environment_key", environment_id=env_id, workspace_id=workspace or default_workspace()
+            )
     if raw.startswith("sk-ant-req-"):
         row = (
             SessionsToken.objects.using(DB)
             .filter(token=raw)
-            .values_list("work_item__environment_id", "work_item_id", "current")
+            .values_list(
+                "work_item__environment_id", "work_item_id", "current", "work_item__environment__workspace_id"
+            )
             .first()
         )
         if row:
-            environment_id, work_id, current = row
+            environment_id, work_id, current, workspace = row
             return Credential(
-                "sessions_token", environment_id=environment_id, work_id=work_id, current=current
+                "sessions_token",
+                environment_id=environment_id,
+                work_id=work_id,
+                current=current,
+                workspace_id=workspace or default_workspace(),
             )
     return Credential("unknown")
+
+
+def check_workspace(credential: Credential, requested: str | None, environment_id: str | None) -> None:
+    """The workspace rules of a request whose credential ``authorize`` accepted (needs the database).
+
+    An ``anthropic-workspace-id`` naming another workspace than the credential's is refused (403); an API key
+    does not see environments of another workspace (404, as for one that does not exist).
+    """
+    if requested is not None and requested.strip() != (credential.workspace_id or ""):
+        raise EmulatorError(
+            403, "anthropic-workspace-id names a workspace this credential does not belong to"
+        )
+    if credential.kind == "api_key" and environment_id is not None:
+        workspace = (
+            Environment.objects.using(DB)
+            .filter(pk=environment_id)
+            .values_list("workspace_id", flat=True)
+            .first()
+        )
+        if workspace is not None and (workspace or default_workspace()) != credential.workspace_id:
+            raise EmulatorError(404, f"environment {environment_id} not found")
 
 
 # Spec §3: which credential kinds each route takes. Anything else known → 403; unknown or missing → 401.
@@ -535,7 +580,11 @@ def get_environment(environment_id: str) -> Environment:
 
 @_atomic
 def create_environment(
-    body: Mapping[str, Any], *, default_config: str = "cloud", now: datetime | None = None
+    body: Mapping[str, Any],
+    *,
+    default_config: str = "cloud",
+    workspace_id: str = "",
+    now: datetime | None = None,
 ) -> Environment:
     """``POST /v1/environments`` (config omitted → cloud) and the admin surface (config omitted → self-hosted)."""
     now = now or current_time()
@@ -557,6 +606,7 @@ def create_environment(
         created_at=now,
         updated_at=now,
         environment_key=new_environment_key(),
+        workspace_id="" if workspace_id == default_workspace() else workspace_id,
     )
 
 
@@ -606,9 +656,18 @@ def retrieve_environment(environment_id: str) -> Environment:
 
 
 def list_environments(
-    *, include_archived: bool = False, limit: int = DEFAULT_PAGE_SIZE, page: str | None = None
+    *,
+    include_archived: bool = False,
+    limit: int = DEFAULT_PAGE_SIZE,
+    page: str | None = None,
+    workspace_id: str | None = None,
 ) -> tuple[list[Environment], str | None]:
+    """The environments of ``workspace_id`` (the API key's when None), newest first."""
     query = Environment.objects.using(DB).all()
+    workspace = workspace_id or default_workspace()
+    query = query.filter(
+        workspace_id__in=["", workspace] if workspace == default_workspace() else [workspace]
+    )
     if not include_archived:
         query = query.filter(archived_at__isnull=True)
     return _newest_first_page(query, limit, page)

@@ -20,6 +20,8 @@ class Environment(models.Model):
     archived_at = models.DateTimeField(null=True, blank=True)
     # Console-minted in reality; the emulator mints one per environment and shows it on its admin surface.
     environment_key = models.CharField(max_length=200, unique=True)
+    # The workspace the environment belongs to ("" for the API key's own, ``EMULATOR_WORKSPACE_ID``).
+    workspace_id = models.CharField(max_length=120, default="", blank=True)
 
     class Meta:
         indexes = [models.Index(fields=["-created_at", "-id"], name="emu_env_newest")]

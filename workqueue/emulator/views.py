@@ -98,6 +98,10 @@ def request_id_of(request: HttpRequest) -> str:
 def json_response(request: HttpRequest, payload: Any, status: int = 200) -> HttpResponse:
     response = HttpResponse(json.dumps(payload), status=status, content_type=JSON)
     response["request-id"] = request_id_of(request)
+    # As the API does: the credential's workspace on every answer, errors included (the SDK's err.workspace_id).
+    workspace = getattr(request, "workspace_id", None)
+    if workspace:
+        response["anthropic-workspace-id"] = workspace
     return response
 
 
@@ -167,6 +171,14 @@ def _credential(request: HttpRequest) -> str | None:
     )
 
 
+def _requested_workspace(request: HttpRequest) -> str | None:
+    return request.headers.get("anthropic-workspace-id")
+
+
+def _note_workspace(request: HttpRequest, credential: engine.Credential) -> None:
+    request.workspace_id = credential.workspace_id  # type: ignore[attr-defined]
+
+
 def _base_url(request: HttpRequest) -> str:
     # The raw Host header: the secret's api_base_url points the worker back at whatever address it used.
     return f"{request.scheme}://{request.headers.get('host') or 'localhost'}"
@@ -213,11 +225,13 @@ async def _serve(
     """Count, apply faults, authorize, then do ``work`` (which returns (payload, status))."""
     try:
         credential = await run(engine.classify_credential, _credential(request))
+        _note_workspace(request, credential)
         counters.count(route, credential.kind, environment_id)
         faulted = await _admit(request, faults.take(route))
         if faulted is not None:
             return faulted
         engine.authorize(route, credential, environment_id, work_id)
+        await run(engine.check_workspace, credential, _requested_workspace(request), environment_id)
         payload, status = await work()
         response = json_response(request, payload, status)
     except EmulatorError as error:
@@ -229,18 +243,24 @@ async def _serve(
 
 
 def _authorized_step(
-    raw_credential: str | None, route: str, environment_id: str, work_id: str | None, step: Callable[[], T]
-) -> tuple[str, T | None, Exception | None]:
-    """On the engine thread: classify the credential, authorize, do ``step``. Returns the credential's kind (for
-    the counters) with the step's result or what it raised."""
+    raw_credential: str | None,
+    requested_workspace: str | None,
+    route: str,
+    environment_id: str,
+    work_id: str | None,
+    step: Callable[[], T],
+) -> tuple[engine.Credential, T | None, Exception | None]:
+    """On the engine thread: classify the credential, authorize, do ``step``. Returns the credential (for the
+    counters and the workspace header) with the step's result or what it raised."""
     credential = engine.classify_credential(raw_credential)
     try:
         engine.authorize(route, credential, environment_id, work_id)
-        return credential.kind, step(), None
+        engine.check_workspace(credential, requested_workspace, environment_id)
+        return credential, step(), None
     except Exception as failure:
         if isinstance(failure, DatabaseError):
             connections[engine.DB].close()
-        return credential.kind, None, failure
+        return credential, None, failure
 
 
 async def _serve_step(
@@ -261,19 +281,28 @@ async def _serve_step(
     try:
         fault = faults.take(route)
         if fault is None and not _beta_missing(request):
-            kind, result, failure = await run(
-                _authorized_step, _credential(request), route, environment_id, work_id, step
+            credential, result, failure = await run(
+                _authorized_step,
+                _credential(request),
+                _requested_workspace(request),
+                route,
+                environment_id,
+                work_id,
+                step,
             )
-            counters.count(route, kind, environment_id)
+            _note_workspace(request, credential)
+            counters.count(route, credential.kind, environment_id)
             if failure is not None:
                 raise failure
         else:
             credential = await run(engine.classify_credential, _credential(request))
+            _note_workspace(request, credential)
             counters.count(route, credential.kind, environment_id)
             faulted = await _admit(request, fault)
             if faulted is not None:
                 return faulted
             engine.authorize(route, credential, environment_id, work_id)
+            await run(engine.check_workspace, credential, _requested_workspace(request), environment_id)
             result = await run(step)
         payload, status = await finish(result)  # type: ignore[arg-type]
         response = json_response(request, payload, status)
@@ -448,6 +477,7 @@ async def environments_collection(request: HttpRequest) -> HttpResponse:
                 include_archived=include_archived,
                 limit=limit,
                 page=request.GET.get("page"),
+                workspace_id=getattr(request, "workspace_id", None),
             )
             return {"data": [engine.environment_json(env) for env in envs], "next_page": next_page}, 200
 
@@ -455,7 +485,11 @@ async def environments_collection(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
 
         async def create() -> tuple[Any, int]:
-            env = await run(engine.create_environment, _json_object(request))
+            env = await run(
+                engine.create_environment,
+                _json_object(request),
+                workspace_id=getattr(request, "workspace_id", None) or "",
+            )
             return engine.environment_json(env), 200
 
         return await _serve(request, "environments.create", create)
@@ -544,7 +578,11 @@ async def admin_environments(request: HttpRequest) -> HttpResponse:
         return {"data": [_admin_entry(env) for env in envs]}, 200
 
     async def create() -> tuple[Any, int]:
-        env = await run(engine.create_environment, _json_object(request), default_config="self_hosted")
+        body = _json_object(request)
+        workspace = body.get("workspace_id") or ""
+        if not isinstance(workspace, str) or len(workspace) > 120:
+            raise EmulatorError(400, "workspace_id must be a string of at most 120 characters")
+        env = await run(engine.create_environment, body, default_config="self_hosted", workspace_id=workspace)
         return _admin_entry(env), 201
 
     return await _admin(request, {"GET": listing, "POST": create})
