@@ -59,3 +59,41 @@ def test_a_retrieve_of_an_id_with_an_encoded_slash_is_not_found_and_names_the_wh
 
     assert f"{item_id}/ack" in str(caught.value.api_message)
     assert api.beta.environments.work.retrieve(item_id, environment_id=env_id).state == "queued"
+
+
+def test_a_workspace_header_naming_another_workspace_is_refused(api, emulator, env):
+    env_id, _ = env
+    work_id = emulator.enqueue(env_id)["id"]
+    own = api.beta.environments.work.retrieve(
+        work_id, environment_id=env_id, workspace_id="wrkspc_01EmulatorDefault"
+    )
+    assert own.id == work_id
+    with pytest.raises(anthropic.PermissionDeniedError) as refused:
+        api.beta.environments.work.retrieve(
+            work_id, environment_id=env_id, workspace_id="wrkspc_01SomebodyElse"
+        )
+    # Errors carry the credential's workspace as the SDK reads it.
+    assert refused.value.workspace_id == "wrkspc_01EmulatorDefault"
+    assert "workspace" in refused.value.message
+    with pytest.raises(anthropic.PermissionDeniedError):
+        api.beta.environments.work.stats(env_id, workspace_id="wrkspc_01SomebodyElse")
+    with pytest.raises(anthropic.PermissionDeniedError):
+        api.beta.environments.work.update(
+            work_id, environment_id=env_id, metadata={"k": "v"}, workspace_id="wrkspc_01SomebodyElse"
+        )
+    assert api.beta.environments.work.retrieve(work_id, environment_id=env_id).metadata == {}
+
+
+def test_environments_of_another_workspace_are_not_the_api_keys(api, emulator, env):
+    env_id, _ = env
+    other, other_key = emulator.create_environment("elsewhere", workspace_id="wrkspc_01SomebodyElse")
+    listed = [e.id for e in api.beta.environments.list()]
+    assert env_id in listed and other["id"] not in listed
+    with pytest.raises(anthropic.NotFoundError) as missing:
+        api.beta.environments.work.stats(other["id"])
+    assert missing.value.workspace_id == "wrkspc_01EmulatorDefault"
+    # The environment's own key belongs to its workspace.
+    with anthropic.Anthropic(auth_token=other_key, base_url=emulator.base_url, max_retries=0) as worker:
+        assert worker.beta.environments.work.stats(other["id"]).depth == 0
+        with pytest.raises(anthropic.PermissionDeniedError):
+            worker.beta.environments.work.stats(other["id"], workspace_id="wrkspc_01EmulatorDefault")
