@@ -322,8 +322,18 @@ class Stack:
         redis_url: str = "",
         name: str = "dashboard",
         settings: dict[str, str] | None = None,
+        deflate: bool = False,
     ) -> Dashboard:
-        server = Dashboard(self.workspace, self.data, emulator, environments, redis_url, name, settings or {})
+        server = Dashboard(
+            self.workspace,
+            self.data,
+            emulator,
+            environments,
+            redis_url,
+            name,
+            settings or {},
+            deflate=deflate,
+        )
         self.servers.append(server)
         return server
 
@@ -390,6 +400,8 @@ class Dashboard(Server):
         redis_url: str,
         name: str,
         settings: dict[str, str],
+        *,
+        deflate: bool = False,
     ) -> None:
         port = free_port()
         env = workspace.base_env(data_dir)
@@ -403,7 +415,8 @@ class Dashboard(Server):
         )
         if redis_url:
             env["REDIS_URL"] = redis_url
-        # uvicorn as deployed: uvloop, httptools, the websockets protocol, lifespan on (starts the live feed).
+        # uvicorn as deployed: uvloop, httptools, the websockets protocol, lifespan on (starts the live feed),
+        # permessage-deflate off (``deflate=True`` turns it on, as uvicorn's default, for a side-by-side figure).
         args = [
             "-m",
             "uvicorn",
@@ -417,6 +430,8 @@ class Dashboard(Server):
             "--no-access-log",
             "--lifespan",
             "on",
+            "--ws-per-message-deflate",
+            "true" if deflate else "false",
         ]
         super().__init__(name, args, env, port, data_dir / f"{name}.log")
         self.session_cookie = f"sessionid={workspace.session_key}"

@@ -34,17 +34,20 @@ def time_limit(quick: bool) -> float:
     return 60.0 if quick else 300.0
 
 
-async def run(workspace: Workspace, quick: bool, redis_url: str) -> Result:
-    cfg = settings(quick)
+async def measure(workspace: Workspace, cfg: dict[str, Any], *, deflate: bool) -> dict[str, float]:
+    """RSS before and after N idle and N receiving sockets, on a dashboard with or without permessage-deflate."""
     sockets, settle = cfg["sockets"], cfg["settle"]
-    result = Result(NAME, TITLE)
     env = workspace.environment(ENVIRONMENT)
     idle_path = "/ws/live/"
     receiving_path = f"/ws/live/{env.id}/"
-    with workspace.stack(NAME) as stack:
+    name = f"{NAME}-{'deflate' if deflate else 'plain'}"
+    with workspace.stack(name) as stack:
         emulator = stack.emulator()
         dashboard = stack.dashboard(
-            emulator, environments=[env], settings={"FEED_INTERVAL_SECONDS": str(cfg["interval"])}
+            emulator,
+            environments=[env],
+            settings={"FEED_INTERVAL_SECONDS": str(cfg["interval"])},
+            deflate=deflate,
         )
         await in_thread(start_all, emulator, dashboard)
         pid = dashboard.pid
@@ -63,16 +66,40 @@ async def run(workspace: Workspace, quick: bool, redis_url: str) -> Result:
                 await asyncio.sleep(cfg["receive"])
                 with_receiving = rss_kib(pid)
                 frames = receiving.frames
-    idle_kib = (with_idle - before) / sockets
-    receiving_kib = (with_receiving - with_idle) / sockets
-    result.add("idle socket", f"{idle_kib:.1f} KiB")
-    result.add("receiving socket", f"{receiving_kib:.1f} KiB")
-    result.add(
-        f"server RSS: start / +{sockets} idle / +{sockets} receiving",
-        f"{before / 1024:.0f} / {with_idle / 1024:.0f} / {with_receiving / 1024:.0f} MiB",
-    )
+    return {
+        "before": before,
+        "idle": with_idle,
+        "receiving": with_receiving,
+        "idle_kib": (with_idle - before) / sockets,
+        "receiving_kib": (with_receiving - with_idle) / sockets,
+        "frames": frames,
+    }
+
+
+async def run(workspace: Workspace, quick: bool, redis_url: str) -> Result:
+    cfg = settings(quick)
+    sockets = cfg["sockets"]
+    result = Result(NAME, TITLE)
+    # As shipped (no per-message compression) and with uvicorn's default (permessage-deflate), one after the other.
+    plain = await measure(workspace, cfg, deflate=False)
+    deflated = await measure(workspace, cfg, deflate=True)
+    for label, m in (("", plain), ("with permessage-deflate: ", deflated)):
+        result.add(f"{label}idle socket", f"{m['idle_kib']:.1f} KiB")
+        result.add(f"{label}receiving socket", f"{m['receiving_kib']:.1f} KiB")
+        result.add(
+            f"{label}server RSS: start / +{sockets} idle / +{sockets} receiving",
+            f"{m['before'] / 1024:.0f} / {m['idle'] / 1024:.0f} / {m['receiving'] / 1024:.0f} MiB",
+        )
+    if plain["idle_kib"] > 0 and plain["receiving_kib"] > 0:
+        result.add(
+            "deflate ÷ plain: idle / receiving",
+            f"{deflated['idle_kib'] / plain['idle_kib']:.1f}x / {deflated['receiving_kib'] / plain['receiving_kib']:.1f}x",
+        )
     result.note(
-        f"{sockets} sockets of each kind; the receiving ones read {frames} frames in {cfg['receive']:g} s "
-        f"(a snapshot every {cfg['interval']:g} s). RSS includes allocator slack, so small N is noisy."
+        f"{sockets} sockets of each kind; the receiving ones read {plain['frames']:.0f} frames (plain) and "
+        f"{deflated['frames']:.0f} (deflate) in {cfg['receive']:g} s (a snapshot every {cfg['interval']:g} s). "
+        "RSS includes allocator slack, so small N is noisy. The clients offer permessage-deflate as browsers do; "
+        "the shipped server declines it (uvicorn --ws-per-message-deflate false): frames are a few KiB of HTML "
+        "on a local network, and a compression context per socket costs memory and CPU per frame."
     )
     return result

@@ -221,7 +221,13 @@ class Command(BaseCommand):
         import uvicorn
 
         server = uvicorn.Server(
-            uvicorn.Config("dashboard.asgi:application", host="127.0.0.1", port=port, log_level="warning")
+            uvicorn.Config(
+                "dashboard.asgi:application",
+                host="127.0.0.1",
+                port=port,
+                log_level="warning",
+                ws_per_message_deflate=False,
+            )
         )
 
         def watch_children() -> None:
