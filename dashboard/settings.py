@@ -158,6 +158,7 @@ ANTHROPIC_WORKSPACE_ID = env_str("ANTHROPIC_WORKSPACE_ID")
 UPSTREAM_TIMEOUT_SECONDS = env_float("UPSTREAM_TIMEOUT_SECONDS", 10.0, minimum=0.1, maximum=120)
 UPSTREAM_RETRY_TOTAL_SECONDS = env_float("UPSTREAM_RETRY_TOTAL_SECONDS", 8.0, minimum=0, maximum=120)
 UPSTREAM_MAX_RETRIES = env_int("UPSTREAM_MAX_RETRIES", 2, minimum=0, maximum=5)
+UPSTREAM_REQUESTS_PER_MINUTE = env_int("UPSTREAM_REQUESTS_PER_MINUTE", 1200, minimum=0, maximum=600_000)
 
 # --- Pages -----------------------------------------------------------------------------------------------------
 # Shown in every page's header so nobody mistakes one deployment for another ("production" is shown in red).

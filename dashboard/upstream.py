@@ -51,6 +51,7 @@ _TITLES = {
     "already_stopped": "Already stopped",
     "precondition_failed": "The work item changed meanwhile",
     "rate_limited": "The Work API is rate limiting the dashboard",
+    "budget_exhausted": "The dashboard's budget of Work API requests is spent",
     "overloaded": "The Work API is overloaded",
     "unavailable": "The Work API is unavailable",
     "server_error": "The Work API had an internal error",

@@ -90,6 +90,9 @@ async def test_metrics_export_the_feed_the_upstream_calls_and_open_sockets(live_
     )
     assert (calls or 0) >= 1
     assert (metric(text, "workqueue_upstream_errors_total", endpoint="work_stats", status="503") or 0) >= 1
+    # The upstream budget: its size and what the feed's calls took from it this minute.
+    assert metric(text, "dashboard_upstream_budget_per_minute") == settings.UPSTREAM_REQUESTS_PER_MINUTE
+    assert (metric(text, "dashboard_upstream_budget_used") or 0) >= 1
     assert (
         env["id"]
         not in text.split("workqueue_upstream_request_duration_seconds", 1)[1].split("\n# HELP", 1)[0]

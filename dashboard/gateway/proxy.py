@@ -22,6 +22,7 @@ import httpx
 from django.conf import settings
 from django.http import HttpResponse
 
+from dashboard.budget import BudgetExhausted
 from dashboard.live.metrics import instrumented_transport
 from workqueue.client import ANTHROPIC_VERSION, MANAGED_AGENTS_BETA, MAX_BODY_BYTES
 
@@ -171,6 +172,9 @@ async def forward(
                     chunks.append(chunk)
             finally:
                 await response.aclose()
+    except BudgetExhausted as exc:
+        # Not sent: the dashboard's own budget of upstream requests is spent for this minute.
+        raise UpstreamFailure(429, "rate_limit_error", exc.message) from None
     except httpx.TimeoutException:
         raise UpstreamFailure(
             504, "timeout_error", f"The Work API did not answer within {timeout:g} seconds."

@@ -137,9 +137,12 @@ class InstrumentedTransport(httpx.AsyncBaseTransport):
         await self._inner.aclose()
 
 
-def instrumented_transport() -> InstrumentedTransport:
-    """A transport for ``WorkAPIClient(transport=...)`` whose calls show up in ``/metrics``."""
-    return InstrumentedTransport()
+def instrumented_transport() -> httpx.AsyncBaseTransport:
+    """A transport for ``WorkAPIClient(transport=...)`` whose calls show up in ``/metrics`` and are taken from the
+    dashboard's upstream budget (``dashboard.budget``: a request it does not cover is not sent, and not measured)."""
+    from dashboard.budget import BudgetedTransport, shared_budget
+
+    return BudgetedTransport(InstrumentedTransport(), shared_budget())
 
 
 def forget_environment(environment_id: str) -> None:
