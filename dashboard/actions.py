@@ -30,6 +30,8 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from dashboard import audit, upstream
+from dashboard.index.queries import stuck_items
+from dashboard.index.sync import record_answer
 from dashboard.models import BulkItem, BulkOperation
 from dashboard.permissions import adeny, can, require_action
 from dashboard.stuck import stuck_reason
@@ -52,8 +54,6 @@ __all__ = [
 
 REASON_MAX = 1000
 BLANK_ROWS = 3
-# A "every stuck item" selection reads at most this many work items of the environment (newest first).
-STUCK_SCAN_MAX = 10_000
 _PLAN_SALT = "dashboard.bulk-plan"
 _PLAN_MAX_AGE = 3600
 
@@ -370,6 +370,7 @@ async def _send_metadata(
                     failure=upstream.failure_banner(exc),
                 )
                 return await _page(request, preview, context, _failure_status(exc))
+    await sync_to_async(record_answer)(updated)
     await audit.arecord(
         user=user,
         action="patch_metadata",
@@ -475,6 +476,8 @@ async def stop(request: HttpRequest, env_id: str, work_id: str) -> HttpResponse:
                 await _audit_failure(request, action, env_id, work_id, reason, sent, exc)
                 context["failure"] = upstream.failure_banner(exc)
                 return await _page(request, template, context, _failure_status(exc))
+    if not already_stopped:
+        await sync_to_async(record_answer)(result)
     # "Already stopped" is what the user wanted: a success, recorded with the upstream's 409 and its request-id.
     await audit.arecord(
         user=user,
@@ -504,26 +507,23 @@ def _bulk_limit() -> int:
     return int(settings.BULK_MAX_ITEMS)
 
 
-async def _stuck_items(env_id: str) -> tuple[list[dict[str, Any]], bool, dict[str, Any] | None]:
-    """Every stuck, not yet stopped item of the environment (capped), whether the scan was cut short, a failure."""
+def _stuck_in_index(env_id: str) -> list[dict[str, Any]]:
+    now = timezone.now()
+    rows = stuck_items(env_id, now)
+    return [
+        {"work_id": row.work_id, "state": row.state, "stuck_reason": stuck_reason(row, now)}
+        for row in rows[: _bulk_limit() + 1]
+    ]
+
+
+async def _stuck_items(env_id: str) -> tuple[list[dict[str, Any]], int, dict[str, Any] | None]:
+    """Every stuck item of the environment, exactly the set the stuck page shows (the work index's), the count
+    of all of them, and a failure to show (no environment key: the index cannot read the environment)."""
     key = await upstream.environment_key(env_id)
     if key is None:
-        return [], False, upstream.missing_key_banner(env_id)
-    found: list[dict[str, Any]] = []
-    scanned = 0
-    now = timezone.now()
-    async with upstream.client() as api:
-        try:
-            async for item in api.iter_work(env_id, environment_key=key, limit=100):
-                scanned += 1
-                reason = stuck_reason(item, now) if item.state != "stopped" else None
-                if reason:
-                    found.append({"work_id": item.id, "state": item.state, "stuck_reason": reason})
-                if scanned >= STUCK_SCAN_MAX:
-                    return found, True, None
-        except WorkAPIError as exc:
-            return found, False, upstream.failure_banner(exc)
-    return found, False, None
+        return [], 0, upstream.missing_key_banner(env_id)
+    count = await sync_to_async(lambda: stuck_items(env_id).count())()
+    return await sync_to_async(_stuck_in_index)(env_id), count, None
 
 
 async def _confirmation_phrase(env_id: str) -> tuple[str, str]:
@@ -560,12 +560,12 @@ async def bulk(request: HttpRequest, env_id: str) -> HttpResponse:
     template = "dashboard/actions/bulk_confirm.html"
     items: list[dict[str, Any]]
     if selection == "stuck":
-        items, truncated, failure = await _stuck_items(env_id)
-        context.update(scan_truncated=truncated, scan_limit=STUCK_SCAN_MAX, failure=failure)
+        items, count, failure = await _stuck_items(env_id)
+        context.update(failure=failure)
         if failure is not None:
             return await _page(request, template, context)
-        if len(items) > limit:
-            context["over_limit"] = len(items)
+        if count > limit:
+            context["over_limit"] = count
             items = items[:limit]
     else:
         submitted = source.getlist("work_ids") + source.getlist("work_id")
@@ -814,6 +814,7 @@ def _stop_one(api: Any, operation: BulkOperation, item: BulkItem, user: Any) -> 
             item.upstream_status, item.request_id = exc.status, exc.request_id or ""
             outcome, error = "failed", f"{exc.kind}: {banner['message']}"
         else:
+            record_answer(result)
             item.status = BulkItem.STOPPED if result.state == "stopped" else BulkItem.STOPPING
             item.detail = f"now {result.state}"
             item.upstream_status, item.request_id = seen["status"], seen["request_id"]

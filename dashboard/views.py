@@ -1,7 +1,9 @@
 """The dashboard's read pages (overview, environment, work item, stuck work, search) and the health check.
 
-Each page is an async view: it reads the Work API through ``dashboard.upstream`` (calls that do not depend on each
-other go out together), then renders. An upstream failure never becomes a server error: the page renders with a
+Each page is an async view. Work items, counts, the stuck set and searches come from the work index
+(``dashboard.index.queries``), so every page answers the same question with the same number and says how old its
+rows are; the Work API is read through ``dashboard.upstream`` for what the index does not hold (environments, queue
+figures, an item past the index's retention). An upstream failure never becomes a server error: the page renders with a
 banner naming the failure, when it happened and the upstream request-id. Ids in URLs are checked before any
 upstream call. A request from htmx for one region of a page (``HX-Target``) gets only that region.
 
@@ -14,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, TypeVar
@@ -30,6 +32,8 @@ from django.views.decorators.http import require_GET, require_POST
 from django_htmx.middleware import HtmxDetails
 
 from dashboard import audit, regions, stuck, upstream
+from dashboard.index import queries
+from dashboard.index.models import IndexedWork
 from dashboard.models import UserPreference
 from dashboard.permissions import capabilities, require_action
 from workqueue.client import WorkAPIClient
@@ -46,10 +50,8 @@ PAGE_SIZE_MIN = 10
 PAGE_SIZE_MAX = 100
 PAGE_SIZE_DEFAULT = 25
 PAGE_SIZE_CHOICES = (10, 25, 50, 100)
-# Filtering, finding and counting read the upstream list page by page (newest first); they stop after this many
-# items so one page view can never walk an environment of millions. Pages say when the limit was reached.
-SCAN_LIMIT = 2000
-SCAN_PAGE_SIZE = 100
+# The stuck page counts every stuck item exactly, and lists at most this many (the environment page pages the rest).
+STUCK_ROWS_SHOWN = 500
 # Overview tiles, stuck counts and search ask every environment at once, but no more than this many calls at a time.
 UPSTREAM_CONCURRENCY = 8
 ENVIRONMENTS_CACHE_KEY = "dashboard:self-hosted-environments"
@@ -179,60 +181,39 @@ class WorkRow:
     stuck_reason: str | None
     # Whether the ids can go into a link (they come from upstream; a malformed one is shown, not linked).
     linkable: bool
+    # When the work index last confirmed the row with the Work API; None for an item read from it just now.
+    confirmed_at: datetime | None = None
+
+
+def _linkable(item: WorkItem) -> bool:
+    try:
+        validate_work_id(item.id)
+        validate_environment_id(item.environment_id)
+    except InvalidID:
+        return False
+    return True
 
 
 def work_rows(items: Sequence[WorkItem], now: datetime) -> list[WorkRow]:
-    rows = []
-    for item in items:
-        try:
-            validate_work_id(item.id)
-            validate_environment_id(item.environment_id)
-            linkable = True
-        except InvalidID:
-            linkable = False
-        rows.append(WorkRow(item=item, stuck_reason=stuck.stuck_reason(item, now), linkable=linkable))
-    return rows
+    """Rows for items read from the Work API just now (a retrieve: the index did not have them)."""
+    return [WorkRow(item, stuck.stuck_reason(item, now), _linkable(item)) for item in items]
 
 
-@dataclass
-class Scan:
-    """What a page-by-page read of an environment's work list found."""
+def index_rows(rows: Iterable[IndexedWork], now: datetime) -> list[WorkRow]:
+    """Rows for the work index's rows, judged by the same stuck rule as everything else."""
+    result = []
+    for row in rows:
+        item = queries.as_work_item(row)
+        result.append(WorkRow(item, stuck.stuck_reason(item, now), _linkable(item), row.confirmed_at))
+    return result
 
-    matches: list[WorkItem]
-    scanned: int
-    next_page: str | None  # where to carry on, None when the end of the list was reached
-    capped: bool  # stopped because SCAN_LIMIT items were read, not because the list ended
 
-
-async def scan_work(
-    c: WorkAPIClient,
-    environment_id: str,
-    environment_key: str,
-    keep: Callable[[WorkItem], bool],
-    *,
-    start: str | None = None,
-    want: int | None = None,
-) -> Scan:
-    """Read the work list from ``start`` until ``want`` matches, the end, or ``SCAN_LIMIT`` items read."""
-    budget = SCAN_LIMIT
-    matches: list[WorkItem] = []
-    scanned = 0
-    cursor = start
-    seen: set[str] = set()
-    while True:
-        page = await c.list_work(
-            environment_id, environment_key=environment_key, limit=SCAN_PAGE_SIZE, page=cursor
-        )
-        scanned += len(page.data)
-        matches.extend(item for item in page.data if keep(item))
-        cursor = page.next_page
-        if cursor is None or cursor in seen:
-            return Scan(matches, scanned, None, capped=False)
-        seen.add(cursor)
-        if want is not None and len(matches) >= want:
-            return Scan(matches, scanned, cursor, capped=False)
-        if scanned >= budget:
-            return Scan(matches, scanned, cursor, capped=True)
+def _is_work_id(text: str) -> bool:
+    try:
+        validate_work_id(text)
+    except InvalidID:
+        return False
+    return True
 
 
 # --- Overview ----------------------------------------------------------------------------------------------------
@@ -240,45 +221,20 @@ async def scan_work(
 
 @dataclass
 class Tile:
-    """One environment on the overview."""
+    """One environment's queue figures as the page reads them when no feed has published them yet (the active and
+    stuck counts always come from the work index: ``regions``)."""
 
     environment: Environment
     stats: QueueStats | None = None
     stats_failure: dict[str, Any] | None = None
     has_key: bool = False
-    active: int | None = None
-    stuck: int | None = None
-    scanned: int = 0
-    scan_capped: bool = False
-    work_failure: dict[str, Any] | None = None
-    oldest_queued_seconds: float | None = None
-
-    @property
-    def starving(self) -> bool:
-        """Work waits and no worker polls (an unknown worker count is not a warning)."""
-        return self.stats is not None and self.stats.depth > 0 and self.stats.workers_polling == 0
 
 
 async def environment_tile(c: WorkAPIClient, environment: Environment, now: datetime) -> Tile:
     tile = Tile(environment=environment)
-    key = await upstream.environment_key(environment.id)
-    tile.has_key = key is not None
-
-    async def counts() -> Outcome[Scan]:
-        if key is None:
-            return Outcome()
-        return await attempt(scan_work(c, environment.id, key, lambda item: item.state != "stopped"))
-
-    stats, scan = await asyncio.gather(attempt(c.work_stats(environment.id)), counts())
+    tile.has_key = await upstream.environment_key(environment.id) is not None
+    stats = await attempt(c.work_stats(environment.id))
     tile.stats, tile.stats_failure = stats.value, stats.banner
-    if tile.stats is not None and tile.stats.oldest_queued_at is not None:
-        tile.oldest_queued_seconds = max(0.0, (now - tile.stats.oldest_queued_at).total_seconds())
-    tile.work_failure = scan.banner
-    if scan.value is not None:
-        live = scan.value.matches
-        tile.active = sum(1 for item in live if item.state == "active")
-        tile.stuck = sum(1 for item in live if stuck.stuck_reason(item, now) is not None)
-        tile.scanned, tile.scan_capped = scan.value.scanned, scan.value.capped
     return tile
 
 
@@ -292,12 +248,8 @@ async def overview(request: HtmxHttpRequest) -> HttpResponse:
         tiles = await regions.tile_snapshots(c, environments.value or [], now)
     context = {
         "nav": "overview",
-        "tiles": tiles,
         "failure": environments.banner,
-        "checked_at": now,
-        "scan_limit": SCAN_LIMIT,
-        "starving_count": sum(1 for tile in tiles if tile.starving),
-        "stuck_total": sum(tile.stuck or 0 for tile in tiles),
+        **await sync_to_async(regions.overview_context)(tiles, now),
     }
     template = "dashboard/pages/overview.html"
     if wants_region(request, "tiles"):
@@ -316,11 +268,17 @@ class WorkListQuery:
     state: str = ""
     stuck: bool = False
     find: str = ""
-    cursor: str = ""
+    # Keyset cursors of the work index (``queries.page``): the page just older, or just newer, than a row.
+    older: str = ""
+    newer: str = ""
 
     @property
     def filtering(self) -> bool:
         return bool(self.state or self.stuck or self.find)
+
+    @property
+    def cursor(self) -> str:
+        return self.older or self.newer
 
     def params(self) -> dict[str, str]:
         """The query string values that reproduce this view (without the cursor)."""
@@ -335,19 +293,35 @@ class WorkListQuery:
         return values
 
     def keeps(self, item: WorkItem, now: datetime) -> bool:
+        """Whether an item read from the Work API directly passes the state and stuck filters."""
         if self.state and item.state != self.state:
             return False
-        if self.stuck and stuck.stuck_reason(item, now) is None:
-            return False
-        return not self.find or _found(item, self.find)
+        return not self.stuck or stuck.stuck_reason(item, now) is not None
 
 
-def _found(item: WorkItem, find: str) -> bool:
-    """A session id matches ``data.id``; ``key=value`` matches a metadata entry exactly."""
-    if item.data.id == find or item.id == find:
-        return True
-    key, sep, value = find.partition("=")
-    return bool(sep) and item.metadata.get(key.strip()) == value.strip()
+def _checked_cursor(request: HttpRequest, name: str) -> str:
+    cursor = request.GET.get(name, "").strip()
+    if len(cursor) > MAX_CURSOR_LENGTH or not cursor.isascii() or not cursor.isprintable() or " " in cursor:
+        raise BadParameter(
+            "The page cursor is not one this dashboard produced; start again from the newest items."
+        )
+    return cursor
+
+
+def checked_find(text: str) -> str:
+    """A search as typed, refused (``BadParameter``) when too long or when it looks like a credential."""
+    find = text.strip()
+    if redact(find) != find:
+        raise BadParameter(
+            "That looks like a credential: it is neither searched for nor shown. Search by id or metadata."
+        )
+    if len(find) > MAX_FIND_LENGTH:
+        raise BadParameter(f"The search text is {len(find)} characters long; at most {MAX_FIND_LENGTH}.")
+    try:
+        queries.parse_search(find)
+    except queries.InvalidSearch as exc:
+        raise BadParameter(str(exc)) from None
+    return find
 
 
 def work_list_query(request: HttpRequest) -> WorkListQuery:
@@ -369,100 +343,97 @@ def work_list_query(request: HttpRequest) -> WorkListQuery:
     raw_stuck = request.GET.get("stuck", "").strip().lower()
     if raw_stuck not in ("", "0", "1", "on", "true", "false"):
         raise BadParameter(f"The stuck filter must be 1 or 0; got {_shown(raw_stuck)}.")
-    find = request.GET.get("q", "").strip()
-    if redact(find) != find:
-        raise BadParameter(
-            "That looks like a credential: it is neither searched for nor shown. Search by id or metadata."
-        )
-    if len(find) > MAX_FIND_LENGTH:
-        raise BadParameter(f"The search text is {len(find)} characters long; at most {MAX_FIND_LENGTH}.")
-    cursor = request.GET.get("page", "").strip()
-    if len(cursor) > MAX_CURSOR_LENGTH or not cursor.isascii() or not cursor.isprintable() or " " in cursor:
-        raise BadParameter(
-            "The page cursor is not one this dashboard produced; start again from the newest items."
-        )
+    find = checked_find(request.GET.get("q", ""))
+    older, newer = _checked_cursor(request, "older"), _checked_cursor(request, "newer")
     return WorkListQuery(
-        limit=limit, state=state, stuck=raw_stuck in ("1", "on", "true"), find=find, cursor=cursor
+        limit=limit,
+        state=state,
+        stuck=raw_stuck in ("1", "on", "true"),
+        find=find,
+        older=older,
+        newer=newer if not older else "",
     )
 
 
 @dataclass
 class WorkListing:
     rows: list[WorkRow] = field(default_factory=list)
-    next_page: str | None = None
-    scanned: int | None = None  # set when the page filtered or searched (read more than one upstream page)
-    capped: bool = False
+    # Every row matching the query (not only this page), and the cursors of the neighbouring pages.
+    total: int = 0
+    newer: str | None = None
+    older: str | None = None
     failure: dict[str, Any] | None = None
-    # Finding by work id asks the item directly (no environment key needed), so it is exact and unbounded.
-    exact_lookup: bool = False
+    # A work id the index does not hold (a stopped item past the retention): read from the Work API directly.
+    from_upstream: bool = False
+
+
+def _index_listing(environment_id: str, query: WorkListQuery, now: datetime) -> WorkListing:
+    rows = queries.work_items(
+        environment_id, state=query.state or None, stuck_only=query.stuck, q=query.find, now=now
+    )
+    found = queries.page(rows, older=query.older or None, newer=query.newer or None, limit=query.limit)
+    return WorkListing(
+        rows=index_rows(found.items, now), total=found.total, newer=found.newer, older=found.older
+    )
+
+
+@dataclass
+class EnvironmentReads:
+    """Everything the environment page reads from the work index, at one moment."""
+
+    listing: WorkListing
+    counts: queries.Counts
+    freshness: queries.Freshness
+
+
+def _environment_reads(environment_id: str, query: WorkListQuery, now: datetime) -> EnvironmentReads:
+    counts = queries.environment_counts([environment_id], now).get(environment_id)
+    return EnvironmentReads(
+        listing=_index_listing(environment_id, query, now),
+        counts=counts or queries.Counts(environment_id),
+        freshness=queries.freshness(environment_id, now),
+    )
 
 
 async def list_environment_work(
-    c: WorkAPIClient, environment_id: str, key: str | None, query: WorkListQuery, now: datetime
-) -> WorkListing:
-    if query.find.startswith("work_"):
-        try:
-            validate_work_id(query.find)
-        except InvalidID:
-            return WorkListing(exact_lookup=True)
-        found = await attempt(c.retrieve_work(environment_id, query.find))
-        if isinstance(found.error, NotFound):
-            return WorkListing(exact_lookup=True)
-        if found.value is None:
-            return WorkListing(failure=found.banner, exact_lookup=True)
-        rows = work_rows([found.value], now) if query.keeps(found.value, now) else []
-        return WorkListing(rows=rows, exact_lookup=True)
-    if key is None:
-        return WorkListing(failure=upstream.missing_key_banner(environment_id))
-    if not query.filtering:
-        page = await attempt(
-            c.list_work(environment_id, environment_key=key, limit=query.limit, page=query.cursor or None)
-        )
-        if page.value is None:
-            return WorkListing(failure=page.banner)
-        return WorkListing(rows=work_rows(page.value.data, now), next_page=page.value.next_page)
-    scan = await attempt(
-        scan_work(
-            c,
-            environment_id,
-            key,
-            lambda item: query.keeps(item, now),
-            start=query.cursor or None,
-            want=query.limit,
-        )
-    )
-    if scan.value is None:
-        return WorkListing(failure=scan.banner)
-    return WorkListing(
-        rows=work_rows(scan.value.matches, now),
-        next_page=scan.value.next_page,
-        scanned=scan.value.scanned,
-        capped=scan.value.capped,
-    )
+    c: WorkAPIClient, environment_id: str, query: WorkListQuery, now: datetime
+) -> EnvironmentReads:
+    """The page's rows from the work index; a work id it does not hold is retrieved from the Work API (retention)."""
+    reads = await sync_to_async(_environment_reads)(environment_id, query, now)
+    if reads.listing.rows or query.cursor or not _is_work_id(query.find):
+        return reads
+    found = await attempt(c.retrieve_work(environment_id, query.find))
+    if found.value is not None and query.keeps(found.value, now):
+        reads.listing = WorkListing(rows=work_rows([found.value], now), total=1, from_upstream=True)
+    elif found.error is not None and not isinstance(found.error, NotFound):
+        reads.listing.failure = found.banner
+    return reads
 
 
 @require_GET
 @require_action("view")
 async def environment(request: HtmxHttpRequest, env_id: str) -> HttpResponse:
-    """An environment's work items, newest first, paged through the upstream cursors, filtered and searched."""
+    """An environment's work items from the work index, newest first, paged both ways, filtered and searched."""
     try:
         validate_environment_id(env_id)
     except InvalidID as exc:
         return await problem(request, 404, "No such environment", exc.message)
+    region = "work-list" if wants_region(request, "work-list") else ""
     try:
         query = work_list_query(request)
-    except BadParameter as exc:
-        region = "work-list" if wants_region(request, "work-list") else ""
+        if query.cursor:
+            queries.decode_cursor(query.cursor)  # a cursor the index did not hand out is refused here
+    except (BadParameter, queries.InvalidCursor) as exc:
         return await problem(
             request, 400, "That page cannot be shown", str(exc), context={"env_id": env_id}, region=region
         )
     now = timezone.now()
     key = await upstream.environment_key(env_id)
     async with upstream.client() as c:
-        env, stats, listing = await asyncio.gather(
+        env, stats, reads = await asyncio.gather(
             attempt(c.retrieve_environment(env_id)),
             attempt(c.work_stats(env_id)),
-            list_environment_work(c, env_id, key, query, now),
+            list_environment_work(c, env_id, query, now),
         )
     if isinstance(env.error, NotFound):
         return await problem(
@@ -472,6 +443,9 @@ async def environment(request: HtmxHttpRequest, env_id: str) -> HttpResponse:
             f"The Work API has no environment {env_id}.",
             failure=env.banner,
         )
+    listing = reads.listing
+    if key is None and listing.failure is None:
+        listing.failure = upstream.missing_key_banner(env_id)
     user_can = await sync_to_async(capabilities)(request.user)
     context = {
         "nav": "overview",
@@ -482,21 +456,19 @@ async def environment(request: HtmxHttpRequest, env_id: str) -> HttpResponse:
         "stats_failure": stats.banner,
         "has_key": key is not None,
         "listing": listing,
+        # A dict: a template reads ``counts.total`` as ``counts["total"]`` first, which ``Counts`` answers per state.
+        "counts": {**reads.counts.by_state, "total": reads.counts.total, "stuck": reads.counts.stuck},
+        "freshness": reads.freshness,
         "query": query,
         "params": query.params(),
         "states": WORK_STATES,
         "page_sizes": PAGE_SIZE_CHOICES,
-        "scan_limit": SCAN_LIMIT,
         "user_can": user_can,
         "bulk_url": _bulk_url(env_id) if user_can.get("bulk") else "",
         "checked_at": now,
     }
     failed = listing.failure is not None and listing.failure.get("kind") != "no_environment_key"
-    template = (
-        "dashboard/pages/_work_list.html"
-        if wants_region(request, "work-list")
-        else "dashboard/pages/environment.html"
-    )
+    template = "dashboard/pages/_work_list.html" if region else "dashboard/pages/environment.html"
     return await render_page(request, template, context, status=502 if failed else 200)
 
 
@@ -515,21 +487,50 @@ def _audit_entries(work_id: str) -> list[Any]:
     return list(audit.entries_for_work(work_id)[:200])
 
 
+@dataclass
+class ItemReads:
+    """The item page's reads of the database: the index's row (None when it does not hold the item), its
+    timeline, the audit trail, and how fresh the index is."""
+
+    row: IndexedWork | None
+    timeline: list[Any]
+    audit_entries: list[Any]
+    freshness: queries.Freshness
+
+
+def _item_reads(env_id: str, work_id: str, now: datetime) -> ItemReads:
+    return ItemReads(
+        row=queries.item(env_id, work_id),
+        timeline=queries.timeline(env_id, work_id),
+        audit_entries=_audit_entries(work_id),
+        freshness=queries.freshness(env_id, now),
+    )
+
+
+async def _retrieved(
+    c: WorkAPIClient, env_id: str, work_id: str, row: IndexedWork | None
+) -> Outcome[WorkItem]:
+    if row is not None:
+        return Outcome(value=queries.as_work_item(row))
+    return await attempt(c.retrieve_work(env_id, work_id))
+
+
 @require_GET
 @require_action("view")
 async def work_item(request: HtmxHttpRequest, env_id: str, work_id: str) -> HttpResponse:
-    """Every field of one work item, its lease health, metadata, audit trail, and the actions the user may take."""
+    """Every field of one work item (the index's row; a direct retrieve when the index no longer holds it), its
+    lease health, timeline, metadata, audit trail, and the actions the user may take."""
     try:
         validate_environment_id(env_id)
         validate_work_id(work_id)
     except InvalidID as exc:
         return await problem(request, 404, "No such work item", exc.message)
     now = timezone.now()
+    reads = await sync_to_async(_item_reads)(env_id, work_id, now)
     async with upstream.client() as c:
         item, env = await asyncio.gather(
-            attempt(c.retrieve_work(env_id, work_id)), attempt(c.retrieve_environment(env_id))
+            _retrieved(c, env_id, work_id, reads.row), attempt(c.retrieve_environment(env_id))
         )
-    entries = await sync_to_async(_audit_entries)(work_id)
     if isinstance(item.error, NotFound):
         return await problem(
             request,
@@ -537,7 +538,7 @@ async def work_item(request: HtmxHttpRequest, env_id: str, work_id: str) -> Http
             "No such work item",
             f"Environment {env_id} has no work item {work_id}.",
             failure=item.banner,
-            context={"audit_entries": entries, "env_id": env_id},
+            context={"audit_entries": reads.audit_entries, "env_id": env_id},
         )
     context: dict[str, Any] = {
         "nav": "overview",
@@ -547,14 +548,18 @@ async def work_item(request: HtmxHttpRequest, env_id: str, work_id: str) -> Http
         "environment_failure": env.banner if not isinstance(env.error, NotFound) else None,
         "item": item.value,
         "item_failure": item.banner,
-        "audit_entries": entries,
+        "from_upstream": reads.row is None,
+        "confirmed_at": reads.row.confirmed_at if reads.row is not None else now,
+        "timeline": reads.timeline,
+        "freshness": reads.freshness,
+        "audit_entries": reads.audit_entries,
         "user_can": await sync_to_async(capabilities)(request.user),
         "checked_at": now,
     }
     if item.value is not None:
         context["stuck_reason"] = stuck.stuck_reason(item.value, now)
         context["lease"] = stuck.lease_health(item.value, now)
-        # Everything the API sent, for the curious; the secret is only ever sent to workers, never shown here.
+        # Everything known of it, for the curious; the secret is only ever sent to workers, never shown here.
         context["raw_fields"] = sorted(
             (key, json.dumps(value, ensure_ascii=False))
             for key, value in item.value.raw.items()
@@ -572,79 +577,145 @@ async def work_item(request: HtmxHttpRequest, env_id: str, work_id: str) -> Http
 class StuckInEnvironment:
     environment: Environment
     has_key: bool
+    # Exact: every stuck item of the environment in the index (``rows`` may show fewer, see STUCK_ROWS_SHOWN).
+    count: int = 0
     rows: list[WorkRow] = field(default_factory=list)
-    scanned: int = 0
-    capped: bool = False
-    failure: dict[str, Any] | None = None
 
 
-async def stuck_in_environment(
-    c: WorkAPIClient, environment: Environment, now: datetime
-) -> StuckInEnvironment:
-    key = await upstream.environment_key(environment.id)
-    result = StuckInEnvironment(environment=environment, has_key=key is not None)
-    if key is None:
-        return result
-    scan = await attempt(scan_work(c, environment.id, key, lambda item: stuck.is_stuck(item, now)))
-    result.failure = scan.banner
-    if scan.value is not None:
-        result.rows = work_rows(scan.value.matches, now)
-        result.scanned, result.capped = scan.value.scanned, scan.value.capped
-    return result
+@dataclass
+class StuckReads:
+    counts: dict[str, int]
+    rows: list[IndexedWork]
+    freshness: queries.Freshness
+
+
+def _stuck_reads(environment_ids: list[str], now: datetime) -> StuckReads:
+    rows = queries.stuck_items(now=now).filter(environment_id__in=environment_ids)
+    return StuckReads(
+        counts=queries.stuck_counts(environment_ids, now),
+        rows=list(rows[:STUCK_ROWS_SHOWN]),
+        freshness=queries.freshness(now=now),
+    )
+
+
+async def stuck_sections(
+    environments: Sequence[Environment], now: datetime
+) -> tuple[list[StuckInEnvironment], queries.Freshness]:
+    """Every stuck item of every environment shown, as the work index has them (exact, whatever the history)."""
+    reads = await sync_to_async(_stuck_reads)([env.id for env in environments], now)
+    by_environment: dict[str, list[IndexedWork]] = {}
+    for row in reads.rows:
+        by_environment.setdefault(row.environment_id, []).append(row)
+    sections = []
+    for env in environments:
+        key = await upstream.environment_key(env.id)
+        sections.append(
+            StuckInEnvironment(
+                environment=env,
+                has_key=key is not None,
+                count=reads.counts.get(env.id, 0),
+                rows=index_rows(by_environment.get(env.id, []), now),
+            )
+        )
+    return sections, reads.freshness
+
+
+def stuck_context(sections: list[StuckInEnvironment], freshness: queries.Freshness) -> dict[str, Any]:
+    """What the stuck page's live region shows (the page's GET and the feed render the same partial)."""
+    total = sum(section.count for section in sections)
+    return {
+        "sections": sections,
+        "total": total,
+        "shown": sum(len(section.rows) for section in sections),
+        "rows_shown_max": STUCK_ROWS_SHOWN,
+        "without_key": [section for section in sections if not section.has_key],
+        "thresholds": stuck.thresholds(),
+        "freshness": freshness,
+    }
 
 
 @require_GET
 @require_action("view")
 async def stuck_work(request: HtmxHttpRequest) -> HttpResponse:
-    """Every stuck work item in every self-hosted environment, with counts per environment."""
+    """Every stuck work item in every self-hosted environment, with exact counts per environment."""
     now = timezone.now()
     async with upstream.client() as c:
         environments = await attempt(self_hosted_environments(c))
-        sections = (
-            await gather_bounded([stuck_in_environment(c, env, now) for env in environments.value])
-            if environments.value is not None
-            else []
-        )
+    sections, freshness = await stuck_sections(environments.value or [], now)
     context = {
         "nav": "stuck",
-        "sections": sections,
         "failure": environments.banner,
-        "total": sum(len(section.rows) for section in sections),
-        "without_key": [section for section in sections if not section.has_key],
-        "thresholds": stuck.thresholds(),
-        "scan_limit": SCAN_LIMIT,
         "checked_at": now,
         "user_can": await sync_to_async(capabilities)(request.user),
+        **stuck_context(sections, freshness),
     }
-    return await render_page(
-        request, "dashboard/pages/stuck.html", context, status=502 if environments.error else 200
-    )
+    template = "dashboard/pages/stuck.html"
+    if wants_region(request, "stuck-region"):
+        template += "#stuck-region"
+    return await render_page(request, template, context, status=502 if environments.error else 200)
 
 
 # --- Search ------------------------------------------------------------------------------------------------------
 
 
+def _search_reads(find: str, older: str, newer: str, now: datetime) -> tuple[queries.Page, queries.Freshness]:
+    rows = queries.work_items(None, q=find, now=now)
+    return (
+        queries.page(rows, older=older or None, newer=newer or None, limit=PAGE_SIZE_DEFAULT),
+        queries.freshness(now=now),
+    )
+
+
 @require_GET
 @require_action("view")
 async def search(request: HtmxHttpRequest) -> HttpResponse:
-    """Go to the work item (or environment) with a pasted id, wherever it lives."""
-    q = request.GET.get("q", "").strip()
+    """Find work in every environment: a work id goes to its item, anything else (a session id, ``key=value``,
+    words of the metadata) lists what matches, from the work index."""
+    raw = request.GET.get("q", "").strip()
     # Kept in the search box to fix a typo, unless it looks like a credential pasted into the wrong box.
-    context: dict[str, Any] = {"search_query": q[:MAX_FIND_LENGTH] if redact(q) == q else ""}
-    if not q:
+    context: dict[str, Any] = {"search_query": raw[:MAX_FIND_LENGTH] if redact(raw) == raw else ""}
+    if not raw:
         return await problem(
-            request, 400, "Nothing to find", "Paste a work id (work_…) to go to it.", context=context
+            request,
+            400,
+            "Nothing to find",
+            "Type a work id (work_…), a session id, key=value or words of the metadata.",
+            context=context,
         )
-    if q.startswith("env_"):
+    if raw.startswith("env_") and " " not in raw:
         try:
-            validate_environment_id(q)
+            validate_environment_id(raw)
         except InvalidID as exc:
             return await problem(request, 400, "Not a valid id", exc.message, context=context)
-        return HttpResponseRedirect(reverse("environment", args=[q]))
+        return HttpResponseRedirect(reverse("environment", args=[raw]))
     try:
-        validate_work_id(q)
-    except InvalidID as exc:
-        return await problem(request, 400, "Not a valid work id", exc.message, context=context)
+        q = checked_find(raw)
+        older, newer = _checked_cursor(request, "older"), _checked_cursor(request, "newer")
+        now = timezone.now()
+        found, freshness = await sync_to_async(_search_reads)(q, older, newer, now)
+    except (BadParameter, queries.InvalidCursor, queries.InvalidSearch) as exc:
+        return await problem(request, 400, "That search cannot be run", str(exc), context=context)
+    if _is_work_id(q) and not older and not newer:
+        exact = [row for row in found.items if row.work_id == q]
+        if exact:
+            return HttpResponseRedirect(reverse("work_item", args=[exact[0].environment_id, q]))
+        return await _find_work_upstream(request, q, context)
+    context.update(
+        {
+            "nav": "",
+            "q": q,
+            "rows": index_rows(found.items, now),
+            "found": found,
+            "params": {"q": q},
+            "freshness": freshness,
+            "checked_at": now,
+        }
+    )
+    return await render_page(request, "dashboard/pages/search.html", context)
+
+
+async def _find_work_upstream(request: HttpRequest, q: str, context: dict[str, Any]) -> HttpResponse:
+    """A work id the index does not hold (stopped past the retention, or not synced yet): ask every environment."""
     async with upstream.client() as c:
         environments = await attempt(cached_self_hosted_environments(c))
         if environments.value is None:

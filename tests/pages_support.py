@@ -85,3 +85,21 @@ def start_work(
         if state == "stopping":
             return c.stop_work(env_id, created["id"])
         return c.retrieve_work(env_id, created["id"])
+
+
+def fill_index(emulator: EmulatorControl, env_id: str, key: str) -> int:
+    """Put every work item of the environment in the work index as the upstream lists it now (the way the sync's
+    fill walk does), and mark the environment's index filled. Returns the number of items recorded."""
+    from django.utils import timezone
+
+    from dashboard.index.models import IndexedEnvironment
+    from dashboard.index.sync import record_items
+
+    now = timezone.now()
+    with worker_client(emulator) as c:
+        items = list(c.iter_work(env_id, environment_key=key, limit=100))
+    record_items(env_id, items, confirmed_at=now, now=now)
+    IndexedEnvironment.objects.update_or_create(
+        environment_id=env_id, defaults={"filled": True, "filled_at": now, "head_read_at": now}
+    )
+    return len(items)

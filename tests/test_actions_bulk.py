@@ -11,7 +11,7 @@ from datetime import timedelta
 import pytest
 from django.contrib.auth.models import User
 from django.utils import timezone
-from pages_support import environment, make_user, start_work, upstream  # noqa: F401
+from pages_support import environment, fill_index, make_user, start_work, upstream  # noqa: F401
 
 from dashboard import actions
 from dashboard.models import AuditEntry, BulkItem, BulkOperation
@@ -58,6 +58,7 @@ def test_an_admin_force_stops_every_stuck_item(admin, upstream, stuck_now):
     env, key = environment(upstream, "east")
     stuck = [start_work(upstream, env["id"], key).id for _ in range(3)]
     queued = upstream.enqueue(env["id"])["id"]
+    fill_index(upstream, env["id"], key)
 
     confirm = admin.get(f"/environments/{env['id']}/bulk/?selection=stuck")
 
@@ -95,11 +96,14 @@ def test_an_admin_force_stops_every_stuck_item(admin, upstream, stuck_now):
     assert all(e.reason == "incident 42" and e.username == "admin" for e in entries)
     assert all(e.upstream_status == 200 and e.request_id for e in entries[1:])
     assert all(e.sent == {"force": True, "bulk_operation": str(operation.pk)} for e in entries[1:])
+    # Each stop's answer is in the work index at once: the stuck page no longer lists them, before any sync.
+    assert "<span data-stuck-total>0</span>" in admin.get("/stuck/").content.decode()
 
 
 def test_force_needs_the_typed_confirmation(admin, upstream, stuck_now):
     env, key = environment(upstream, "east")
     item = start_work(upstream, env["id"], key).id
+    fill_index(upstream, env["id"], key)
     plan = hidden(admin.get(f"/environments/{env['id']}/bulk/?selection=stuck").content.decode(), "plan")
     upstream.reset_requests()
 
@@ -219,11 +223,36 @@ def test_every_stuck_item_is_capped_with_a_warning(admin, upstream, settings, st
     env, key = environment(upstream, "east")
     for _ in range(3):
         start_work(upstream, env["id"], key)
+    fill_index(upstream, env["id"], key)
 
     page = admin.get(f"/environments/{env['id']}/bulk/?selection=stuck").content.decode()
 
     assert "3 items are stuck; a bulk stop takes at most 2: these are the first 2." in page
     assert 'data-count="2"' in page
+
+
+def test_every_stuck_item_is_the_set_the_stuck_page_shows(admin, upstream, settings):
+    settings.STUCK_HEARTBEAT_SECONDS = 600
+    env, key = environment(upstream, "buried")
+    abandoned = upstream.bulk_create(
+        env["id"],
+        {
+            "count": 1,
+            "state": "active",
+            "age_seconds": 7200,
+            "heartbeat_age_seconds": 3600,
+            "lease_expires_in_seconds": 3600,
+        },
+    )["ids"][0]
+    upstream.bulk_create(env["id"], {"count": 2500, "state": "stopped", "age_seconds": 60})
+    fill_index(upstream, env["id"], key)
+
+    stuck_page = admin.get("/stuck/").content.decode()
+    confirm = admin.get(f"/environments/{env['id']}/bulk/?selection=stuck").content.decode()
+
+    on_stuck_page = re.findall(r'<tr class="is-stuck" data-work-id="(work_[\w-]+)">', stuck_page)
+    in_bulk = re.findall(r"<tr data-bulk-item>\s*<td class=\"id\"><code>(work_[\w-]+)</code>", confirm)
+    assert on_stuck_page == in_bulk == [abandoned]
 
 
 def test_without_an_environment_key_stuck_items_cannot_be_found(admin, upstream):

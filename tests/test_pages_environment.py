@@ -1,12 +1,13 @@
-"""The environment page against the emulator over real HTTP: paging through the upstream cursors, page size bounds,
-state and stuck filters, finding by work id, session id and metadata, ids in the URL, failures and hostile metadata."""
+"""The environment page: rows from the work index (filled from the emulator over real HTTP), paging both ways with a
+count, page size bounds, state and stuck filters, finding by work id, session id, metadata and free text, an item
+past the index's retention read directly, ids in the URL, freshness, failures and hostile metadata."""
 
 from __future__ import annotations
 
 import re
 
 import pytest
-from pages_support import environment, make_user, start_work, upstream  # noqa: F401
+from pages_support import environment, fill_index, make_user, start_work, upstream  # noqa: F401
 
 pytestmark = pytest.mark.django_db
 
@@ -25,6 +26,7 @@ def test_it_lists_work_newest_first_with_every_column(viewer, upstream):
     env, key = environment(upstream, "east")
     first = start_work(upstream, env["id"], key, state="active", metadata={"owner": "dana"})
     second = upstream.enqueue(env["id"], metadata={"team": "search"})
+    fill_index(upstream, env["id"], key)
 
     response = viewer.get(f"/environments/{env['id']}/")
 
@@ -51,21 +53,42 @@ def test_it_lists_work_newest_first_with_every_column(viewer, upstream):
     )
 
 
-def test_it_pages_through_the_upstream_cursor(viewer, upstream):
-    env, _ = environment(upstream, "deep")
-    created = [upstream.enqueue(env["id"])["id"] for _ in range(12)]
+def link(html: str, rel: str) -> str:
+    found = re.search(rf'<a href="([^"]+)" hx-get="[^"]+" [^>]*rel="{rel}">', html)
+    assert found, f"no {rel} link"
+    return found.group(1).replace("&amp;", "&")
+
+
+def test_it_pages_both_ways_with_a_count_without_listing_the_upstream(viewer, upstream):
+    env, key = environment(upstream, "deep")
+    created = [upstream.enqueue(env["id"])["id"] for _ in range(25)]
+    fill_index(upstream, env["id"], key)
     upstream.reset_requests()
 
     first = viewer.get(f"/environments/{env['id']}/?limit=10").content.decode()
+    second = viewer.get(link(first, "next")).content.decode()
+    third = viewer.get(link(second, "next")).content.decode()
+    back = viewer.get(link(third, "prev")).content.decode()
 
-    assert rows(first) == created[::-1][:10]
-    next_link = re.search(r'<a href="([^"]+)" hx-get="[^"]+" [^>]*rel="next">Next</a>', first)
-    assert next_link
-    second = viewer.get(next_link.group(1).replace("&amp;", "&")).content.decode()
-    assert rows(second) == created[::-1][10:]
-    assert 'rel="next"' not in second
-    assert ">Newest</a>" in second
-    assert upstream.requests()["by_route"]["list"] == 2
+    newest_first = created[::-1]
+    assert rows(first) == newest_first[:10]
+    assert rows(second) == newest_first[10:20]
+    assert rows(third) == newest_first[20:]
+    assert 'rel="next"' not in third
+    assert rows(back) == newest_first[10:20]
+    assert 'rel="prev"' not in first and ">Newest</a>" in second
+    assert "10 of 25 shown" in first and "5 of 25 shown" in third
+    assert "<span data-count-total>25</span>" in first
+    assert upstream.requests()["by_route"].get("list", 0) == 0
+
+
+def test_a_cursor_it_did_not_hand_out_is_refused(viewer, upstream):
+    env, _ = environment(upstream, "forged")
+
+    response = viewer.get(f"/environments/{env['id']}/?older=bm90LWEtY3Vyc29y")
+
+    assert response.status_code == 400
+    assert "That page link is not valid any more" in response.content.decode()
 
 
 @pytest.mark.parametrize(
@@ -80,7 +103,7 @@ def test_it_pages_through_the_upstream_cursor(viewer, upstream):
             "State must be one of queued, starting, active, stopping, stopped; got &#x27;running&#x27;.",
         ),
         ("stuck=maybe", "The stuck filter must be 1 or 0; got &#x27;maybe&#x27;."),
-        ("page=a%20b", "The page cursor is not one this dashboard produced"),
+        ("older=a%20b", "The page cursor is not one this dashboard produced"),
         ("q=" + "x" * 301, "The search text is 301 characters long; at most 300."),
     ],
 )
@@ -127,12 +150,14 @@ def test_it_filters_by_state(viewer, upstream):
     env, key = environment(upstream, "states")
     active = start_work(upstream, env["id"], key, state="active").id
     queued = upstream.enqueue(env["id"])["id"]
+    fill_index(upstream, env["id"], key)
 
     html = viewer.get(f"/environments/{env['id']}/?state=active").content.decode()
 
     assert rows(html) == [active]
     assert queued not in rows(html)
-    assert "Filtered 2 work items" in html
+    assert "<span data-match-count>1</span> work item matches" in html
+    assert '<span data-count-state="queued">1</span> queued' in html
 
 
 def test_it_filters_stuck_items_and_says_why(viewer, upstream, settings):
@@ -140,6 +165,7 @@ def test_it_filters_stuck_items_and_says_why(viewer, upstream, settings):
     env, key = environment(upstream, "stuckish")
     stuck = start_work(upstream, env["id"], key, state="active").id
     upstream.enqueue(env["id"])
+    fill_index(upstream, env["id"], key)
 
     html = viewer.get(f"/environments/{env['id']}/?stuck=1").content.decode()
 
@@ -148,53 +174,69 @@ def test_it_filters_stuck_items_and_says_why(viewer, upstream, settings):
     assert "No heartbeat for" in html
 
 
-def test_it_finds_by_work_id_directly(viewer, upstream):
-    env, _ = environment(upstream, "findme")
+def test_it_finds_by_work_id_in_the_index(viewer, upstream):
+    env, key = environment(upstream, "findme")
     wanted = upstream.enqueue(env["id"])["id"]
     upstream.enqueue(env["id"])
+    fill_index(upstream, env["id"], key)
     upstream.reset_requests()
 
     html = viewer.get(f"/environments/{env['id']}/?q={wanted}").content.decode()
 
     assert rows(html) == [wanted]
-    assert "Looked up the work id" in html
     by_route = upstream.requests()["by_route"]
-    assert by_route.get("retrieve") == 1
+    assert by_route.get("retrieve", 0) == 0
     assert by_route.get("list", 0) == 0
 
 
-def test_it_finds_by_session_id_and_by_metadata(viewer, upstream):
+def test_an_item_the_index_does_not_hold_is_retrieved_directly(viewer, upstream):
+    env, key = environment(upstream, "retention")
+    fill_index(upstream, env["id"], key)
+    gone = upstream.enqueue(env["id"])["id"]  # not in the index, as an item pruned after its retention
+    upstream.reset_requests()
+
+    html = viewer.get(f"/environments/{env['id']}/?q={gone}").content.decode()
+
+    assert rows(html) == [gone]
+    assert "The work index does not hold" in html
+    assert upstream.requests()["by_route"].get("retrieve") == 1
+
+
+def test_it_finds_by_session_id_metadata_and_free_text(viewer, upstream):
     env, key = environment(upstream, "finder")
     other = start_work(upstream, env["id"], key, state="active", metadata={"ticket": "OPS-8"})
-    tagged = upstream.enqueue(env["id"], metadata={"ticket": "OPS-7"})["id"]
+    tagged = upstream.enqueue(env["id"], metadata={"ticket": "OPS-7", "owner": "Dana Scully"})["id"]
+    fill_index(upstream, env["id"], key)
 
     by_meta = viewer.get(f"/environments/{env['id']}/?q=ticket%3DOPS-7").content.decode()
     by_session = viewer.get(f"/environments/{env['id']}/?q={other.data.id}").content.decode()
+    by_words = viewer.get(f"/environments/{env['id']}/?q=scully").content.decode()
+    by_part = viewer.get(f"/environments/{env['id']}/?q=OPS").content.decode()
 
     assert rows(by_meta) == [tagged]
-    assert "searched 2 work items" in by_meta
+    assert "<span data-match-count>1</span> work item matches" in by_meta
     assert rows(by_session) == [other.id]
+    assert rows(by_words) == [tagged]
+    assert rows(by_part) == [tagged, other.id]
 
 
-def test_finding_reads_at_most_the_scan_limit_and_says_so(viewer, upstream, monkeypatch):
-    from dashboard import views
+def test_an_old_item_under_many_newer_ones_is_found_and_counted(viewer, upstream, settings):
+    settings.STUCK_QUEUED_SECONDS = 3600
+    env, key = environment(upstream, "buried")
+    created = upstream.bulk_create(
+        env["id"],
+        {"count": 1, "state": "queued", "age_seconds": 600, "metadata": {"needle": "yes"}},
+        {"count": 300, "state": "stopped", "age_seconds": 300},
+    )
+    oldest = created["ids"][0]
+    fill_index(upstream, env["id"], key)
 
-    monkeypatch.setattr(views, "SCAN_LIMIT", 4)
-    monkeypatch.setattr(views, "SCAN_PAGE_SIZE", 2)
-    env, _ = environment(upstream, "huge")
-    oldest = upstream.enqueue(env["id"], metadata={"needle": "yes"})["id"]
-    for _ in range(6):
-        upstream.enqueue(env["id"])
+    found = viewer.get(f"/environments/{env['id']}/?q=needle%3Dyes").content.decode()
+    queued = viewer.get(f"/environments/{env['id']}/?state=queued").content.decode()
 
-    html = viewer.get(f"/environments/{env['id']}/?q=needle%3Dyes").content.decode()
-
-    assert rows(html) == []
-    assert "searched 4 work items" in html
-    assert "older items were not searched" in html
-    next_link = re.search(r'<a href="([^"]+)" hx-get="[^"]+" [^>]*rel="next">Next</a>', html)
-    assert next_link
-    carried_on = viewer.get(next_link.group(1).replace("&amp;", "&")).content.decode()
-    assert rows(carried_on) == [oldest]
+    assert rows(found) == [oldest]
+    assert rows(queued) == [oldest]
+    assert "<span data-count-total>301</span>" in found
 
 
 def test_without_a_key_it_says_so_and_still_finds_by_work_id(viewer, upstream):
@@ -209,23 +251,58 @@ def test_without_a_key_it_says_so_and_still_finds_by_work_id(viewer, upstream):
     assert rows(found.content.decode()) == [item]
 
 
-def test_a_failing_list_shows_the_failure_with_its_request_id(viewer, upstream):
-    env, _ = environment(upstream, "broken")
+def test_it_says_how_old_its_rows_are_and_when_the_index_is_filling(viewer, upstream):
+    from dashboard.index.models import IndexedEnvironment
+
+    env, key = environment(upstream, "fresh")
+    upstream.enqueue(env["id"])
+    unread = viewer.get(f"/environments/{env['id']}/").content.decode()
+    fill_index(upstream, env["id"], key)
+    filled = viewer.get(f"/environments/{env['id']}/").content.decode()
+    IndexedEnvironment.objects.filter(environment_id=env["id"]).update(filled=False)
+    filling = viewer.get(f"/environments/{env['id']}/").content.decode()
+
+    assert "The work index has not read this environment yet" in unread
+    assert "Rows confirmed with the Work API within" in filled
+    assert "still filling" not in filled
+    assert "The work index is still filling" in filling
+
+
+def test_a_failing_list_upstream_does_not_empty_the_page(viewer, upstream):
+    env, key = environment(upstream, "broken")
+    item = upstream.enqueue(env["id"])["id"]
+    fill_index(upstream, env["id"], key)
     upstream.set_fault(route="list", status=429, retry_after=7)
 
     response = viewer.get(f"/environments/{env['id']}/")
 
-    assert response.status_code == 502
-    html = response.content.decode()
-    assert 'data-failure-kind="rate_limited"' in html
-    assert "the API asked to wait 7 s" in html
-    assert re.search(r"request-id <code>req_\w+</code>", html)
-    assert "No work items could be read." in html
+    assert response.status_code == 200
+    assert rows(response.content.decode()) == [item]
+
+
+def test_a_slowed_sync_is_shown(viewer, upstream):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from dashboard.index.models import IndexedEnvironment
+
+    env, key = environment(upstream, "throttled")
+    fill_index(upstream, env["id"], key)
+    now = timezone.now()
+    IndexedEnvironment.objects.filter(environment_id=env["id"]).update(
+        rate_limited_until=now + timedelta(seconds=30), rate_limited_status=429, rate_limited_at=now
+    )
+
+    html = viewer.get(f"/environments/{env['id']}/").content.decode()
+
+    assert "The Work API asked the index to slow down (HTTP 429)" in html
 
 
 def test_the_work_list_region_alone_for_htmx(viewer, upstream):
-    env, _ = environment(upstream, "partial")
+    env, key = environment(upstream, "partial")
     item = upstream.enqueue(env["id"])["id"]
+    fill_index(upstream, env["id"], key)
 
     response = viewer.get(
         f"/environments/{env['id']}/", headers={"HX-Request": "true", "HX-Target": "work-list"}
@@ -237,10 +314,11 @@ def test_the_work_list_region_alone_for_htmx(viewer, upstream):
 
 
 def test_hostile_metadata_renders_inert(viewer, upstream):
-    env, _ = environment(upstream, "hostile")
+    env, key = environment(upstream, "hostile")
     upstream.enqueue(
         env["id"], metadata={"<b>k</b>": "<script>alert(1)</script>", "x": '"><img src=x onerror=alert(1)>'}
     )
+    fill_index(upstream, env["id"], key)
 
     html = viewer.get(f"/environments/{env['id']}/").content.decode()
 
@@ -251,8 +329,9 @@ def test_hostile_metadata_renders_inert(viewer, upstream):
 
 
 def test_only_admins_get_the_bulk_form(client, upstream):
-    env, _ = environment(upstream, "bulk")
+    env, key = environment(upstream, "bulk")
     upstream.enqueue(env["id"])
+    fill_index(upstream, env["id"], key)
 
     client.force_login(make_user("operator"))
     operator_html = client.get(f"/environments/{env['id']}/").content.decode()

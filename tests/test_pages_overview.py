@@ -1,12 +1,13 @@
 """The overview page against the emulator over real HTTP: a tile per self-hosted environment with its queue figures,
-active and stuck counts, starvation, what happens without a key, under upstream faults, and with hostile names."""
+active and stuck counts (from the work index) and a headline that adds them up, starvation, what happens without a
+key, under upstream faults, and with hostile names."""
 
 from __future__ import annotations
 
 import re
 
 import pytest
-from pages_support import environment, make_user, start_work, upstream  # noqa: F401
+from pages_support import environment, fill_index, make_user, start_work, upstream  # noqa: F401
 
 pytestmark = pytest.mark.django_db
 
@@ -46,6 +47,7 @@ def test_it_shows_a_tile_per_self_hosted_environment_with_its_figures(client, up
     upstream.enqueue(prod["id"])
     upstream.enqueue(prod["id"])
     cloud, _ = upstream.create_environment("cloud-one", config={"type": "cloud"})
+    fill_index(upstream, prod["id"], prod_key)
     client.force_login(make_user("viewer"))
 
     response = client.get("/")
@@ -95,6 +97,7 @@ def test_it_calls_upstream_once_per_figure_not_per_item(client, upstream):
     env, key = environment(upstream, "busy")
     for _ in range(5):
         upstream.enqueue(env["id"])
+    fill_index(upstream, env["id"], key)
     client.force_login(make_user("viewer"))
     upstream.reset_requests()
 
@@ -102,8 +105,45 @@ def test_it_calls_upstream_once_per_figure_not_per_item(client, upstream):
 
     by_route = upstream.requests()["by_route"]
     assert by_route.get("stats") == 1
-    assert by_route.get("list") == 1
+    assert by_route.get("list", 0) == 0  # the counts are the work index's
     assert by_route.get("retrieve", 0) == 0
+
+
+def test_the_headline_adds_up_the_tiles_and_says_how_old_they_are(client, upstream, settings):
+    settings.STUCK_HEARTBEAT_SECONDS = 0
+    first, first_key = environment(upstream, "alpha")
+    second, second_key = environment(upstream, "beta")
+    start_work(upstream, first["id"], first_key, state="active")
+    start_work(upstream, second["id"], second_key, state="active")
+    start_work(upstream, second["id"], second_key, state="active")
+    fill_index(upstream, first["id"], first_key)
+    fill_index(upstream, second["id"], second_key)
+    client.force_login(make_user("viewer"))
+
+    html = client.get("/").content.decode()
+
+    assert figure(tile(html, first["id"]), "stuck") == "1"
+    assert figure(tile(html, second["id"]), "stuck") == "2"
+    assert 'data-headline-stuck="3"' in html
+    assert ">3 stuck items</a>" in html
+    assert "Rows confirmed with the Work API within" in html
+
+
+def test_a_buried_stuck_item_counts_on_its_tile(client, upstream, settings):
+    settings.STUCK_HEARTBEAT_SECONDS = 60
+    env, key = environment(upstream, "buried")
+    upstream.bulk_create(
+        env["id"],
+        {"count": 1, "state": "active", "age_seconds": 3600, "heartbeat_age_seconds": 3000},
+        {"count": 500, "state": "stopped", "age_seconds": 1800},
+    )
+    fill_index(upstream, env["id"], key)
+    client.force_login(make_user("viewer"))
+
+    env_tile = tile(client.get("/").content.decode(), env["id"])
+
+    assert figure(env_tile, "stuck") == "1"
+    assert "Counted among the newest" not in env_tile
 
 
 def test_it_shows_a_banner_when_the_environments_list_fails(client, upstream):
@@ -124,6 +164,7 @@ def test_it_shows_a_banner_when_the_environments_list_fails(client, upstream):
 def test_a_failing_stats_call_breaks_only_its_figures(client, upstream):
     env, key = environment(upstream, "flaky")
     start_work(upstream, env["id"], key, state="active")
+    fill_index(upstream, env["id"], key)
     upstream.set_fault(route="stats", status=529)
     client.force_login(make_user("viewer"))
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from pages_support import environment, make_user, start_work, upstream  # noqa: F401
+from pages_support import environment, fill_index, make_user, start_work, upstream  # noqa: F401
 
 from dashboard import audit
 
@@ -158,3 +158,48 @@ def test_hostile_metadata_renders_inert(client, upstream):
     assert "<script>alert(1)</script>" not in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert "<i>k</i>" not in html
+
+
+def test_it_reads_the_item_from_the_index_with_its_timeline(client, upstream):
+    env, key = environment(upstream, "indexed")
+    item = start_work(upstream, env["id"], key, state="active", metadata={"owner": "dana"})
+    fill_index(upstream, env["id"], key)
+    client.force_login(make_user("viewer"))
+    upstream.reset_requests()
+
+    html = client.get(f"/environments/{env['id']}/work/{item.id}/").content.decode()
+
+    assert "active" in field(html, "State")
+    assert "<dt><code>owner</code></dt><dd>dana</dd>" in html
+    assert "Confirmed with the Work API" in html
+    assert re.findall(r'data-event="(\w+)"', html) == ["queued", "acknowledged", "first_heartbeat"]
+    assert upstream.requests()["by_route"].get("retrieve", 0) == 0
+
+
+def test_an_item_past_the_retention_is_read_directly(client, upstream):
+    env, key = environment(upstream, "pruned")
+    fill_index(upstream, env["id"], key)
+    item = upstream.enqueue(env["id"])["id"]  # the index does not hold it, as after the retention
+    client.force_login(make_user("viewer"))
+    upstream.reset_requests()
+
+    html = client.get(f"/environments/{env['id']}/work/{item}/").content.decode()
+
+    assert "queued" in field(html, "State")
+    assert "the work index does not hold it" in html
+    assert upstream.requests()["by_route"].get("retrieve") == 1
+
+
+def test_a_stop_shows_on_the_item_page_at_once(client, upstream):
+    env, key = environment(upstream, "stopper")
+    item = start_work(upstream, env["id"], key, state="active")
+    fill_index(upstream, env["id"], key)
+    client.force_login(make_user("admin"))
+
+    response = client.post(
+        f"/environments/{env['id']}/work/{item.id}/stop/", {"force": "1", "reason": "runaway"}
+    )
+    html = client.get(response["Location"]).content.decode()
+
+    assert "stopped" in field(html, "State")
+    assert "Stop…" not in html and "Force-stop…" not in html

@@ -38,6 +38,7 @@ from dashboard.index.models import (
     WorkEvent,
     WorkState,
 )
+from workqueue.records import WorkData, WorkItem
 
 __all__ = [
     "Counts",
@@ -46,6 +47,7 @@ __all__ = [
     "InvalidSearch",
     "Page",
     "SearchTerms",
+    "as_work_item",
     "environment_counts",
     "freshness",
     "item",
@@ -344,6 +346,45 @@ def page(
 def item(environment_id: str, work_id: str) -> IndexedWork | None:
     """The index's row for one item, or None (never seen, or it left the index: see ``sync.retrieve_fallback``)."""
     return IndexedWork.objects.filter(environment_id=environment_id, work_id=work_id).first()
+
+
+def as_work_item(row: IndexedWork) -> WorkItem:
+    """A row in the shape of the upstream's record, so the stuck rule, the lease health and the templates read
+    an indexed item exactly as they read one retrieved from the Work API. ``raw`` holds the fields as stored."""
+    raw = {
+        "type": "work",
+        "id": row.work_id,
+        "environment_id": row.environment_id,
+        "state": row.state,
+        "data": {"type": row.data_type, "id": row.session_id},
+        "metadata": dict(row.metadata or {}),
+        **{
+            name: (moment.isoformat() if moment is not None else None)
+            for name, moment in (
+                ("created_at", row.created_at),
+                ("acknowledged_at", row.acknowledged_at),
+                ("started_at", row.started_at),
+                ("latest_heartbeat_at", row.latest_heartbeat_at),
+                ("stop_requested_at", row.stop_requested_at),
+                ("stopped_at", row.stopped_at),
+            )
+        },
+    }
+    return WorkItem(
+        id=row.work_id,
+        environment_id=row.environment_id,
+        state=row.state,
+        data=WorkData(type=row.data_type, id=row.session_id),
+        metadata=dict(row.metadata or {}),
+        created_at=row.created_at,
+        acknowledged_at=row.acknowledged_at,
+        started_at=row.started_at,
+        latest_heartbeat_at=row.latest_heartbeat_at,
+        stop_requested_at=row.stop_requested_at,
+        stopped_at=row.stopped_at,
+        secret=None,
+        raw=raw,
+    )
 
 
 def timeline(environment_id: str, work_id: str) -> list[WorkEvent]:

@@ -181,6 +181,20 @@ def _staleness(exc: WorkAPIError, previous: Staleness | None) -> Staleness:
     )
 
 
+async def _apply_index_counts(snapshot: Snapshot, now: datetime, *, has_key: bool) -> None:
+    """The active and stuck counts of a snapshot are the work index's, read as every page reads them."""
+    from dashboard import regions
+
+    try:
+        figures = await database_sync_to_async(regions.index_figures)([snapshot.environment_id], now)
+    except Exception:
+        logger.exception("Could not read the work index's counts of %s", snapshot.environment_id)
+        return
+    regions.apply_index_figures(
+        snapshot, figures.get(snapshot.environment_id), has_key=has_key, keep_note=True
+    )
+
+
 async def _cancel_and_wait(task: asyncio.Task[None]) -> None:
     """Cancel ``task`` and wait for it to end, without swallowing a cancellation of the caller itself."""
     task.cancel()
@@ -371,6 +385,7 @@ class EnvironmentFeed:
         # Forget items nobody watches any more.
         snapshot.items = {work_id: view for work_id, view in snapshot.items.items() if work_id in watched}
 
+        await _apply_index_counts(snapshot, now, has_key=key is not None)
         if failure is not None:
             snapshot.stale = _staleness(failure, previous.stale if previous else None)
         self.snapshot = snapshot

@@ -30,7 +30,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
-from dashboard import audit
+from dashboard import audit, regions
 from dashboard.live import conf, fanout
 from dashboard.live.feed import feed_client, group_name, read_cached, read_directory, shared_state
 from dashboard.live.models import DisplayLink
@@ -183,12 +183,18 @@ async def display(request: HttpRequest, token: str) -> HttpResponse:
         directory = await read_directory(coordinator, client) or []
         environments = [entry for entry in directory if link.shows(entry["id"])]
         cached = await read_cached(coordinator, [entry["id"] for entry in environments])
+    figures = await sync_to_async(regions.index_figures)(
+        [entry["id"] for entry in environments], timezone.now()
+    )
     tiles = []
     for entry, payload in zip(environments, cached, strict=True):
         if payload and payload.get("wall"):
             tiles.append(payload["wall"])
         else:
-            snapshot = placeholder(entry["id"], entry["name"])
+            # Before the feed's first frame: the queue figures are unknown, the counts are the index's already.
+            snapshot = regions.apply_index_figures(
+                placeholder(entry["id"], entry["name"]), figures.get(entry["id"])
+            )
             context = {**template_context(snapshot, conf.feed_interval()), "oob": False}
             context["sparkline"] = sparkline([], snapshot.published_at)
             tiles.append(await sync_to_async(render_to_string)("live/_wall_tile.html", context))

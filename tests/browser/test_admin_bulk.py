@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from pages_support import environment, start_work, upstream, worker_client  # noqa: F401
+from pages_support import environment, fill_index, start_work, upstream, worker_client  # noqa: F401
 from playwright.sync_api import expect
 
 
@@ -14,6 +14,7 @@ def test_admin_bulk_force_stops_the_stuck_items_of_an_environment(page, shoot, s
     env, key = environment(upstream, "west")
     stuck = [start_work(upstream, env["id"], key, state="active") for _ in range(3)]
     waiting = upstream.enqueue(env["id"])["id"]  # queued a moment ago: not stuck
+    fill_index(upstream, env["id"], key)
     sign_in("admin")
 
     page.goto(f"/environments/{env['id']}/")
@@ -51,8 +52,9 @@ def test_admin_bulk_force_stops_the_stuck_items_of_an_environment(page, shoot, s
 
 
 def test_admin_selects_items_with_select_all_and_shift_click(page, shoot, sign_in, upstream):
-    env, _ = environment(upstream, "north")
+    env, key = environment(upstream, "north")
     ids = [upstream.enqueue(env["id"])["id"] for _ in range(5)][::-1]  # as listed: newest first
+    fill_index(upstream, env["id"], key)
     sign_in("admin")
     page.goto(f"/environments/{env['id']}/")
     boxes = page.locator('input[data-select-group="work"]')

@@ -94,12 +94,13 @@ def test_two_tabs_follow_the_queue_and_the_stale_badge_tells_the_truth(
 
 
 def test_the_environment_and_work_item_pages_follow_their_work(page, live_feed, upstream, sign_in):
-    from pages_support import environment, start_work
+    from pages_support import environment, fill_index, start_work
     from playwright.sync_api import expect
 
     env, key = environment(upstream, "Search")
     in_list = start_work(upstream, env["id"], key, state="active")
     followed = start_work(upstream, env["id"], key, state="active")
+    fill_index(upstream, env["id"], key)
     sign_in("operator")
     page.goto(f"/environments/{env['id']}/")
     expect(page.locator(f"#queue-{env['id']}")).to_have_attribute("data-live-at", re.compile(r"^\d{4}-"))
@@ -107,6 +108,7 @@ def test_the_environment_and_work_item_pages_follow_their_work(page, live_feed, 
     upstream.enqueue(env["id"])
     expect(page.locator(f"#queue-{env['id']} [data-figure=depth]")).to_have_text("1")
     upstream.server_stop(env["id"], in_list.id)
+    fill_index(upstream, env["id"], key)  # what the sync does each interval
     expect(page.locator(f"#row-state-{in_list.id} .badge").first).to_have_text("stopping")
     expect(page.locator(f"#queue-{env['id']} [data-figure=active]")).to_have_text("1")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from pages_support import environment, start_work, upstream, worker_client  # noqa: F401
+from pages_support import environment, fill_index, start_work, upstream, worker_client  # noqa: F401
 from playwright.sync_api import expect
 
 
@@ -18,6 +18,7 @@ def test_operator_finds_a_stuck_item_patches_its_metadata_and_stops_it(
         upstream, env["id"], key, state="active", metadata={"owner": "dana", "ticket": "OPS-1"}
     )
     upstream.enqueue(env["id"])
+    fill_index(upstream, env["id"], key)
     sign_in("operator")
 
     # The overview counts it; the stuck page lists it with the reason.
@@ -71,8 +72,9 @@ def test_operator_finds_a_stuck_item_patches_its_metadata_and_stops_it(
 
 
 def test_times_switch_to_local_time_and_ids_copy(page, shoot, sign_in, upstream):
-    env, _ = environment(upstream, "east")
+    env, key = environment(upstream, "east")
     item = upstream.enqueue(env["id"])
+    fill_index(upstream, env["id"], key)
     page.context.grant_permissions(["clipboard-read", "clipboard-write"])
     sign_in("viewer")
     page.goto(f"/environments/{env['id']}/")

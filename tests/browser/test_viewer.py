@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pages_support import environment, start_work, upstream, worker_client  # noqa: F401
+from pages_support import environment, fill_index, start_work, upstream, worker_client  # noqa: F401
 from playwright.sync_api import expect
 
 from dashboard.models import AuditEntry
@@ -14,6 +14,7 @@ def test_viewer_sees_no_actions_and_a_forged_post_gets_403(
     settings.STUCK_HEARTBEAT_SECONDS = 0
     env, key = environment(upstream, "east")
     item = start_work(upstream, env["id"], key, state="active")
+    fill_index(upstream, env["id"], key)
     sign_in("viewer")
     tile = page.locator(f'[data-environment-id="{env["id"]}"]')
     expect(tile.locator('[data-figure="active"]')).to_have_text("1")
