@@ -215,15 +215,16 @@ def _environment_keys() -> dict[str, str]:
 ENVIRONMENT_KEYS = _environment_keys()
 
 # --- Live feed, history, wall displays, metrics (dashboard.live) -------------------------------------------------
-# One poller per watched environment reads the queue stats this often (and the newest FEED_WORK_PAGES pages of work,
-# 100 items each, for the active/stuck counts and live rows), whatever the number of viewers or instances.
+# One poller per environment reads the queue stats this often and keeps the work index in step (dashboard.index),
+# whatever the number of viewers or instances.
 FEED_INTERVAL_SECONDS = env_float("FEED_INTERVAL_SECONDS", 3.0, minimum=0.2, maximum=60)
-FEED_WORK_PAGES = env_int("FEED_WORK_PAGES", 2, minimum=0, maximum=10)
 # Queue samples kept for the history charts.
 HISTORY_RETENTION_HOURS = env_int("HISTORY_RETENTION_HOURS", 24, minimum=1, maximum=24 * 365)
-# The work index (dashboard.index): upstream requests its sync may make per environment and minute (list pages
-# and retrieves; the feed's stats polls are not counted), and how long stopped items stay in it.
-INDEX_REQUESTS_PER_MINUTE = env_int("INDEX_REQUESTS_PER_MINUTE", 120, minimum=6, maximum=6000)
+# The work index (dashboard.index): upstream requests one environment's feed may make a minute (stats polls, list
+# pages and retrieves), whether it follows every environment with a key or only watched ones, and how long stopped
+# items stay in it.
+INDEX_REQUESTS_PER_MINUTE = env_int("INDEX_REQUESTS_PER_MINUTE", 120, minimum=30, maximum=6000)
+INDEX_ALL_ENVIRONMENTS = env_bool("INDEX_ALL_ENVIRONMENTS", True)
 INDEX_STOPPED_RETENTION_HOURS = env_int("INDEX_STOPPED_RETENTION_HOURS", 168, minimum=1, maximum=24 * 3650)
 # /metrics needs "Authorization: Bearer <METRICS_TOKEN>" when set; unset, only loopback requests are answered.
 METRICS_TOKEN = env_str("METRICS_TOKEN")

@@ -23,6 +23,7 @@ from live_support import (
 )
 from pages_support import environment, make_user, upstream  # noqa: F401
 
+from dashboard.index.models import IndexedWork
 from dashboard.live.feed import env_key
 from dashboard.live.models import QueueSample
 
@@ -70,7 +71,10 @@ async def test_it_polls_each_environment_once_per_interval_whatever_the_number_o
         await viewer.disconnect()
 
 
-async def test_it_does_not_poll_without_viewers_and_stops_when_the_last_one_leaves(live_runtime, upstream):
+async def test_it_does_not_poll_without_viewers_and_stops_when_the_last_one_leaves(
+    live_runtime, upstream, settings
+):
+    settings.INDEX_ALL_ENVIRONMENTS = False  # only what is watched
     env, _ = await sync_to_async(environment)(upstream, "nobody watches")
     await asyncio.sleep(3 * INTERVAL)
     assert await sync_to_async(stats_polls)(upstream) == 0
@@ -147,6 +151,7 @@ async def test_a_stopped_upstream_is_reported_as_unreachable(live_runtime, upstr
 async def test_it_stores_history_samples_draws_the_chart_and_prunes_old_samples(
     live_runtime, upstream, settings
 ):
+    settings.HISTORY_RETENTION_HOURS = 48  # the 30-hour-old sample stays until the retention is lowered below
     env, _ = await sync_to_async(environment)(upstream, "history")
     old = await sync_to_async(QueueSample.objects.create)(
         environment_id=env["id"],
@@ -222,3 +227,13 @@ async def test_a_failing_work_list_keeps_the_counts_and_says_why_without_making_
     await sync_to_async(upstream.clear_faults)()
     await wait_until(lambda: "not updated" not in feed.snapshot.counts_note)
     live_runtime.unwatch([env_key(env["id"])])
+
+
+async def test_every_environment_with_a_key_is_indexed_without_viewers(live_runtime, upstream):
+    env, _ = await sync_to_async(environment)(upstream, "indexed unwatched")
+    keyless, _ = await sync_to_async(environment)(upstream, "no key", with_key=False)
+    await sync_to_async(upstream.enqueue)(env["id"])
+    await wait_until(lambda: env["id"] in live_runtime.feeds and live_runtime.feeds[env["id"]].polls >= 1)
+    assert keyless["id"] not in live_runtime.feeds
+    rows = await sync_to_async(lambda: list(IndexedWork.objects.filter(environment_id=env["id"])))()
+    assert [row.state for row in rows] == ["queued"]

@@ -14,11 +14,15 @@ The sync itself (``EnvironmentSync``, driven by the live feed while it holds the
 from __future__ import annotations
 
 import logging
+import math
+import time
+from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from channels.db import database_sync_to_async
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
@@ -26,6 +30,7 @@ from django.utils import timezone
 from dashboard import stuck
 from dashboard.index.models import IndexedEnvironment, IndexedWork, WorkEvent, WorkState
 from dashboard.index.queries import metadata_search_text
+from workqueue.errors import NotFound, WorkAPIError
 from workqueue.records import WorkItem
 
 logger = logging.getLogger(__name__)
@@ -267,3 +272,348 @@ def prune(now: datetime | None = None, *, batch: int = 5000) -> int:
 def environment_state(environment_id: str) -> IndexedEnvironment:
     state, _ = IndexedEnvironment.objects.get_or_create(environment_id=environment_id)
     return state
+
+
+# --- The sync ------------------------------------------------------------------------------------------------------
+
+PAGE_SIZE = 100  # the list endpoint's largest page: one request confirms up to 100 rows
+NO_PAGE = "-"  # page_cursor of a row its page no longer returned: refreshed by retrieve
+MAX_PAUSE_SECONDS = 300.0
+
+
+class RequestWindow:
+    """The upstream requests one environment's feed made in the last minute (this process holds its lease, so it
+    is the only one making them)."""
+
+    def __init__(self) -> None:
+        self._times: deque[float] = deque()
+
+    def spent(self, now: float) -> int:
+        while self._times and self._times[0] <= now - 60.0:
+            self._times.popleft()
+        return len(self._times)
+
+    def note(self, now: float, count: int = 1) -> None:
+        self._times.extend([now] * count)
+
+
+@dataclass
+class SyncRound:
+    """What one round did, for the snapshot, the logs and the tests."""
+
+    requests: int = 0
+    walk_pages: int = 0
+    head_pages: int = 0
+    refresh_pages: int = 0
+    retrieved: int = 0
+    new: int = 0
+    changed: int = 0
+    paused_until: datetime | None = None
+    error: WorkAPIError | None = None
+    filled: bool = False
+
+
+class _OutOfBudget(Exception):
+    pass
+
+
+def _live_rows_to_refresh(
+    environment_id: str, confirmed_before: datetime, limit: int, exclude: set[str]
+) -> list[tuple[str, str]]:
+    """(work_id, page_cursor) of live rows last confirmed before ``confirmed_before``: stuck ones first (they are
+    on the stuck page: it should be right), then the least recently confirmed."""
+    from dashboard.index.queries import stuck_filter
+
+    base = IndexedWork.objects.filter(
+        environment_id=environment_id, confirmed_at__lt=confirmed_before
+    ).exclude(state=WorkState.STOPPED)
+    picked: list[tuple[str, str]] = []
+    seen: set[str] = set(exclude)
+    for query in (base.filter(stuck_filter()), base):
+        for work_id, cursor in query.order_by("confirmed_at", "id").values_list("work_id", "page_cursor")[
+            :limit
+        ]:
+            if work_id not in seen:
+                seen.add(work_id)
+                picked.append((work_id, cursor))
+        if len(picked) >= limit:
+            break
+    return picked[:limit]
+
+
+def _known_ids(environment_id: str, work_ids: list[str]) -> set[str]:
+    return set(
+        IndexedWork.objects.filter(environment_id=environment_id, work_id__in=work_ids).values_list(
+            "work_id", flat=True
+        )
+    )
+
+
+def _mark_off_page(environment_id: str, work_ids: list[str]) -> None:
+    IndexedWork.objects.filter(environment_id=environment_id, work_id__in=work_ids).update(
+        page_cursor=NO_PAGE
+    )
+
+
+def _save_state(environment_id: str, changes: dict[str, Any]) -> IndexedEnvironment:
+    state = environment_state(environment_id)
+    for name, value in changes.items():
+        setattr(state, name, value)
+    live = IndexedWork.objects.filter(environment_id=environment_id).exclude(state=WorkState.STOPPED)
+    state.oldest_confirmed_at = live.order_by("confirmed_at").values_list("confirmed_at", flat=True).first()
+    state.save()
+    return state
+
+
+class EnvironmentSync:
+    """Keeps one environment's rows in step with the upstream, within ``INDEX_REQUESTS_PER_MINUTE``.
+
+    Driven by the live feed (``round``) while this instance holds the environment's lease. Each round, within what
+    the budget leaves (requests in the last minute, less what the feed's own stats polls need):
+
+    1. the head: the newest page, and the next ones while every item on them is new (until known items);
+    2. watched items (someone has their page open), by retrieve;
+    3. while the index is filling, the fill walk: the next pages of the whole list, oldest last; the cursor is
+       saved after each page, so a restart carries on where it stopped and never reads a page twice;
+    4. live rows (not ``stopped``: a stopped item is final), stuck ones first, then the least recently confirmed:
+       a page re-read when two or more of them were last seen on it (one request confirms them all), a retrieve
+       otherwise.
+
+    A 429 or 529 ends the round and pauses the environment's feed (stats included) until the ``retry-after`` the
+    upstream gave, or a back-off that doubles with each one (the interval, twice it, … at most 5 minutes); the
+    pause is stored, so pages say "slowed down by the Work API until …". Any other failure ends the round; the
+    next interval tries again.
+    """
+
+    def __init__(self, environment_id: str, *, interval: float, budget_per_minute: int | None = None) -> None:
+        self.environment_id = environment_id
+        self.interval = float(interval)
+        self.budget_per_minute = int(budget_per_minute or settings.INDEX_REQUESTS_PER_MINUTE)
+        self.window = RequestWindow()
+
+    # -- budget ---------------------------------------------------------------------------------------------------
+
+    def stats_per_minute(self) -> int:
+        return math.ceil(60.0 / self.interval)
+
+    def allowance(self, now: float) -> int:
+        """Requests the sync may make this round: what the minute has left after the stats polls' share, and at
+        most twice its even share of the minute (so a fill walk is spread out rather than one burst a minute)."""
+        sync_share = max(1, self.budget_per_minute - self.stats_per_minute())
+        per_round = max(1, math.ceil(2 * sync_share * self.interval / 60.0))
+        left = self.budget_per_minute - self.window.spent(now) - 1  # keep one for the next stats poll
+        return max(0, min(per_round, left))
+
+    def may_poll_stats(self, now: float) -> bool:
+        return self.window.spent(now) < self.budget_per_minute
+
+    def note_request(self) -> None:
+        self.window.note(time.monotonic())
+
+    # -- pauses ---------------------------------------------------------------------------------------------------
+
+    async def paused_until(self) -> datetime | None:
+        state = await database_sync_to_async(environment_state)(self.environment_id)
+        until = state.rate_limited_until
+        return until if until is not None and until > timezone.now() else None
+
+    async def slow_down(self, exc: WorkAPIError) -> datetime:
+        """Record a 429/529 and pause the feed until the upstream's retry-after, else a doubling back-off."""
+
+        def save() -> datetime:
+            state = environment_state(self.environment_id)
+            count = state.rate_limited_count + 1
+            wait = (
+                exc.retry_after
+                if exc.retry_after and exc.retry_after > 0
+                else self.interval * 2 ** (count - 1)
+            )
+            now = timezone.now()
+            until = now + timedelta(seconds=min(MAX_PAUSE_SECONDS, max(wait, self.interval)))
+            IndexedEnvironment.objects.filter(pk=state.pk).update(
+                rate_limited_until=until,
+                rate_limited_status=exc.status,
+                rate_limited_at=now,
+                rate_limited_count=count,
+                last_error=str(exc)[:500],
+            )
+            return until
+
+        return await database_sync_to_async(save)()
+
+    async def recovered(self) -> None:
+        """A round went through: the back-off starts from the interval again next time."""
+
+        def save() -> None:
+            IndexedEnvironment.objects.filter(
+                environment_id=self.environment_id, rate_limited_count__gt=0
+            ).update(rate_limited_count=0, rate_limited_until=None)
+
+        await database_sync_to_async(save)()
+
+    # -- one round ------------------------------------------------------------------------------------------------
+
+    async def round(self, client: Any, key: str | None, watched: Iterable[str] = ()) -> SyncRound:
+        result = SyncRound()
+        state = await database_sync_to_async(environment_state)(self.environment_id)
+        budget = [self.allowance(time.monotonic())]
+
+        def spend() -> None:
+            if budget[0] <= 0:
+                raise _OutOfBudget
+            budget[0] -= 1
+            result.requests += 1
+            self.note_request()
+
+        changes: dict[str, Any] = {}
+        try:
+            if key is not None:
+                if state.walk_pages == 0 and not state.filled:
+                    await self._walk_page(client, key, state, changes, result, spend)
+                else:
+                    await self._head(client, key, result, spend)
+            await self._watched(client, set(watched), result, spend)
+            if key is not None and not state.filled:
+                # The fill takes half of what is left, refreshing live rows the other half.
+                walk_budget = max(1, budget[0] // 2) if budget[0] > 0 else 0
+                while walk_budget > 0 and not changes.get("filled", state.filled):
+                    await self._walk_page(client, key, state, changes, result, spend)
+                    walk_budget -= 1
+            await self._refresh(client, key, set(watched), budget, result, spend)
+        except _OutOfBudget:
+            pass
+        except WorkAPIError as exc:
+            result.error = exc
+            if exc.kind in ("rate_limited", "overloaded"):
+                result.paused_until = await self.slow_down(exc)
+            else:
+                changes["last_error"] = str(exc)[:500]
+        else:
+            changes["last_error"] = ""
+        changes["last_sync_at"] = timezone.now()
+        changes["requests_last_minute"] = self.window.spent(time.monotonic())
+        saved = await database_sync_to_async(_save_state)(self.environment_id, changes)
+        result.filled = saved.filled
+        return result
+
+    async def _walk_page(
+        self,
+        client: Any,
+        key: str,
+        state: IndexedEnvironment,
+        changes: dict[str, Any],
+        result: SyncRound,
+        spend: Any,
+    ) -> None:
+        """One page of the fill walk; its cursor is saved at once, so a restart resumes after it."""
+        cursor = changes.get("walk_cursor", state.walk_cursor) or None
+        spend()
+        started = timezone.now()
+        page = await client.list_work(self.environment_id, environment_key=key, limit=PAGE_SIZE, page=cursor)
+        recorded = await database_sync_to_async(record_items)(
+            self.environment_id, page.data, confirmed_at=started, page_cursor=cursor or "", timeline=False
+        )
+        result.walk_pages += 1
+        result.new += len(recorded.new)
+        result.changed += len(recorded.changed)
+        changes["walk_pages"] = changes.get("walk_pages", state.walk_pages) + 1
+        changes["walk_cursor"] = page.next_page or ""
+        if cursor is None:
+            changes["walk_started_at"] = started
+            changes["head_read_at"] = started
+            if page.data:
+                changes["head_work_id"] = page.data[0].id
+        if page.next_page is None:
+            changes["filled"] = True
+            changes["filled_at"] = timezone.now()
+        # Saved after every page: a restart carries on from here.
+        saved = await database_sync_to_async(_save_state)(self.environment_id, dict(changes))
+        state.walk_cursor, state.walk_pages, state.filled = saved.walk_cursor, saved.walk_pages, saved.filled
+
+    async def _head(self, client: Any, key: str, result: SyncRound, spend: Any) -> None:
+        """The newest pages, until a page holds an item the index already had."""
+        cursor: str | None = None
+        while True:
+            spend()
+            started = timezone.now()
+            page = await client.list_work(
+                self.environment_id, environment_key=key, limit=PAGE_SIZE, page=cursor
+            )
+            known = await database_sync_to_async(_known_ids)(self.environment_id, [i.id for i in page.data])
+            recorded = await database_sync_to_async(record_items)(
+                self.environment_id, page.data, confirmed_at=started, page_cursor=cursor or ""
+            )
+            result.head_pages += 1
+            result.new += len(recorded.new)
+            result.changed += len(recorded.changed)
+            if known or page.next_page is None:
+                return
+            cursor = page.next_page
+
+    async def _watched(self, client: Any, watched: set[str], result: SyncRound, spend: Any) -> None:
+        """Items someone is looking at, read fresh (bounded by FEED_MAX_WATCHED_ITEMS)."""
+        limit = int(getattr(settings, "FEED_MAX_WATCHED_ITEMS", 20))
+        for work_id in sorted(watched)[:limit]:
+            await self._retrieve(client, work_id, result, spend)
+
+    async def _retrieve(self, client: Any, work_id: str, result: SyncRound, spend: Any) -> None:
+        spend()
+        started = timezone.now()
+        try:
+            item = await client.retrieve_work(self.environment_id, work_id)
+        except NotFound:
+            await database_sync_to_async(forget_missing)(self.environment_id, [work_id])
+            return
+        recorded = await database_sync_to_async(record_items)(
+            self.environment_id, [item], confirmed_at=started
+        )
+        result.retrieved += 1
+        result.new += len(recorded.new)
+        result.changed += len(recorded.changed)
+
+    async def _refresh(
+        self,
+        client: Any,
+        key: str | None,
+        watched: set[str],
+        budget: list[int],
+        result: SyncRound,
+        spend: Any,
+    ) -> None:
+        """Live rows, least recently confirmed first, a page read where it confirms two or more of them."""
+        if budget[0] <= 0:
+            return
+        fresh_after = timezone.now() - timedelta(seconds=self.interval)
+        rows = await database_sync_to_async(_live_rows_to_refresh)(
+            self.environment_id, fresh_after, budget[0] * PAGE_SIZE, watched
+        )
+        by_page: dict[str, list[str]] = {}
+        order: list[tuple[str, list[str]]] = []
+        for work_id, cursor in rows:
+            if key is not None and cursor != NO_PAGE:
+                if cursor not in by_page:
+                    by_page[cursor] = []
+                    order.append((cursor, by_page[cursor]))
+                by_page[cursor].append(work_id)
+            else:
+                order.append((NO_PAGE, [work_id]))
+        for cursor, ids in order:
+            if cursor == NO_PAGE or len(ids) == 1:
+                for work_id in ids:
+                    await self._retrieve(client, work_id, result, spend)
+                continue
+            assert key is not None
+            spend()
+            started = timezone.now()
+            page = await client.list_work(
+                self.environment_id, environment_key=key, limit=PAGE_SIZE, page=cursor or None
+            )
+            await database_sync_to_async(record_items)(
+                self.environment_id, page.data, confirmed_at=started, page_cursor=cursor
+            )
+            result.refresh_pages += 1
+            returned = {i.id for i in page.data}
+            gone = [work_id for work_id in ids if work_id not in returned]
+            if gone:
+                # Not on the page it was last read on (the upstream's pages moved): read it alone next time.
+                await database_sync_to_async(_mark_off_page)(self.environment_id, gone)

@@ -19,15 +19,6 @@ def feed_interval() -> float:
     return _number("FEED_INTERVAL_SECONDS", 3.0, 0.2, 60.0)
 
 
-def feed_work_pages() -> int:
-    """How many pages (of ``FEED_WORK_PAGE_SIZE`` items) of work the feed lists per interval for counts and rows."""
-    return int(_number("FEED_WORK_PAGES", 1, 0, 10))
-
-
-def feed_work_page_size() -> int:
-    return int(_number("FEED_WORK_PAGE_SIZE", 100, 1, 100))
-
-
 def feed_max_watched_items() -> int:
     """The most work items, outside the listed pages, the feed retrieves one by one per interval and environment."""
     return int(_number("FEED_MAX_WATCHED_ITEMS", 20, 0, 200))

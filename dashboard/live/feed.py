@@ -41,14 +41,16 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from django.utils import timezone
 
-from dashboard import stuck, upstream
+from dashboard import budget, stuck, upstream
+from dashboard.index.models import IndexedWork
+from dashboard.index.sync import EnvironmentSync, SyncRound
 from dashboard.live import conf, fanout, metrics
 from dashboard.live.coordination import Coordinator, coordinator_from_settings, new_instance_id
 from dashboard.live.snapshots import Fragments, ItemView, Snapshot, Staleness, iso, render
 from dashboard.live.sparkline import HistoryPoint
 from workqueue.client import WorkAPIClient
-from workqueue.errors import NotFound, WorkAPIError
-from workqueue.records import WorkItem
+from workqueue.errors import WorkAPIError
+from workqueue.records import QueueStats
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +61,6 @@ SNAPSHOT_CACHE_SECONDS = 24 * 3600
 UNCHECKED_ENVIRONMENTS_CAP = 20
 DISPLAY_REFRESH_SECONDS = 10.0
 PRUNE_EVERY_SECONDS = 300.0
-RETRIEVE_CONCURRENCY = 4
 
 
 # --- Names shared with the consumers -----------------------------------------------------------------------------
@@ -121,6 +122,11 @@ def _display_interest_sync() -> DisplayInterest:
     return interest
 
 
+def _with_keys(environment_ids: list[str]) -> set[str]:
+    """The environments among ``environment_ids`` whose work the dashboard can list (it has their key)."""
+    return {e for e in environment_ids if upstream.environment_key_sync(e) is not None}
+
+
 def _store_sample(environment_id: str, point: HistoryPoint, oldest_age: float | None) -> None:
     from dashboard.live.models import QueueSample
 
@@ -151,23 +157,6 @@ def _prune_sync(before: datetime) -> int:
     return deleted
 
 
-def _item_view(item: WorkItem, now: datetime) -> ItemView:
-    health = stuck.lease_health(item, now)
-    return ItemView(
-        id=item.id,
-        environment_id=item.environment_id,
-        state=item.state,
-        created_at=item.created_at,
-        acknowledged_at=item.acknowledged_at,
-        started_at=item.started_at,
-        latest_heartbeat_at=item.latest_heartbeat_at,
-        stop_requested_at=item.stop_requested_at,
-        stopped_at=item.stopped_at,
-        stuck_reason=health.get("stuck_reason"),
-        lease=health,
-    )
-
-
 def _staleness(exc: WorkAPIError, previous: Staleness | None) -> Staleness:
     banner = upstream.failure_banner(exc)
     return Staleness(
@@ -192,6 +181,50 @@ async def _apply_index_counts(snapshot: Snapshot, now: datetime, *, has_key: boo
         return
     regions.apply_index_figures(
         snapshot, figures.get(snapshot.environment_id), has_key=has_key, keep_note=True
+    )
+
+
+def _row_view(row: IndexedWork, now: datetime) -> ItemView:
+    health = stuck.lease_health(row, now)
+    return ItemView(
+        id=row.work_id,
+        environment_id=row.environment_id,
+        state=row.state,
+        created_at=row.created_at,
+        acknowledged_at=row.acknowledged_at,
+        started_at=row.started_at,
+        latest_heartbeat_at=row.latest_heartbeat_at,
+        stop_requested_at=row.stop_requested_at,
+        stopped_at=row.stopped_at,
+        stuck_reason=health.get("stuck_reason"),
+        lease=health,
+    )
+
+
+def _watched_rows(environment_id: str, watched: set[str], now: datetime) -> dict[str, ItemView]:
+    rows = IndexedWork.objects.filter(environment_id=environment_id, work_id__in=sorted(watched))
+    return {row.work_id: _row_view(row, now) for row in rows}
+
+
+def _round_note(round_result: SyncRound | None) -> str:
+    """Why the counts may be behind, when the index's round failed (kept over the index's own note)."""
+    if round_result is None or round_result.error is None or round_result.paused_until is not None:
+        return ""
+    banner = upstream.failure_banner(round_result.error)
+    request_id = f" (request id {banner['request_id']})" if banner["request_id"] else ""
+    return f"Active and stuck counts not updated this time: {banner['title']}{request_id}."
+
+
+def _slowed_down(until: datetime, previous: Staleness | None) -> Staleness:
+    """The Work API asked the dashboard to slow down: the screens say until when."""
+    local = timezone.localtime(until)
+    return Staleness(
+        since=previous.since if previous is not None else timezone.now(),
+        reason=f"Slowed down by the Work API until {local:%H:%M:%S}",
+        detail="The Work API answered 429 or 529; this environment is read again after the time it asked for.",
+        kind="rate_limited",
+        request_id=previous.request_id if previous is not None else "",
+        status=429,
     )
 
 
@@ -222,6 +255,9 @@ class EnvironmentFeed:
         self.polls = 0
         self._sent_rows: dict[str, str] = {}
         self._sent_items: dict[str, str] = {}
+        # The work index of this environment is written by this feed only, while this instance holds the lease.
+        self.sync = EnvironmentSync(environment_id, interval=conf.feed_interval())
+        self.last_round: SyncRound | None = None
         self.task = asyncio.create_task(self._run(), name=f"live-feed-{environment_id}")
 
     async def stop(self) -> None:
@@ -260,60 +296,46 @@ class EnvironmentFeed:
         points = await database_sync_to_async(_load_history_sync)(self.environment_id, since)
         self.history.extend(points)
 
-    async def _list_work(self, client: WorkAPIClient, key: str) -> tuple[list[WorkItem], bool]:
-        items: list[WorkItem] = []
-        cursor: str | None = None
-        for _ in range(conf.feed_work_pages()):
-            page = await client.list_work(
-                self.environment_id, environment_key=key, limit=conf.feed_work_page_size(), page=cursor
-            )
-            items.extend(page.data)
-            cursor = page.next_page
-            if cursor is None:
-                return items, False
-        return items, True
-
-    async def _retrieve(self, client: WorkAPIClient, work_ids: list[str]) -> dict[str, WorkItem | None]:
-        """Watched items outside the listed pages, one call each (bounded); None for one that no longer exists."""
-        semaphore = asyncio.Semaphore(RETRIEVE_CONCURRENCY)
-        found: dict[str, WorkItem | None] = {}
-
-        async def one(work_id: str) -> None:
-            async with semaphore:
-                try:
-                    found[work_id] = await client.retrieve_work(self.environment_id, work_id)
-                except NotFound:
-                    found[work_id] = None
-                except WorkAPIError:
-                    pass  # keep what the last snapshot showed for it
-
-        await asyncio.gather(*(one(work_id) for work_id in work_ids))
-        return found
-
     async def poll_once(self, due: float | None = None) -> Snapshot:
         runtime = self.runtime
         client = runtime.client
         environment_id = self.environment_id
+        sync = self.sync
         # database_sync_to_async (not sync_to_async): it closes the connection afterwards, as a request would.
         key = await database_sync_to_async(upstream.environment_key_sync)(environment_id)
-        pages = conf.feed_work_pages()
+        watched = set(runtime.watched_items.get(environment_id, set()))
+        paused_until = await sync.paused_until()
 
-        async def listing() -> tuple[list[WorkItem], bool] | None:
-            if key is None or pages == 0:
+        async def stats() -> QueueStats | WorkAPIError | None:
+            if paused_until is not None or not sync.may_poll_stats(time.monotonic()):
                 return None
-            return await self._list_work(client, key)
+            sync.note_request()
+            try:
+                return await client.work_stats(environment_id)
+            except WorkAPIError as exc:
+                return exc
 
-        stats_result, list_result = await asyncio.gather(
-            client.work_stats(environment_id), listing(), return_exceptions=True
-        )
-        for result in (stats_result, list_result):
-            if isinstance(result, BaseException) and not isinstance(result, WorkAPIError):
-                raise result
+        async def index_round() -> SyncRound | None:
+            if paused_until is not None:
+                return None
+            # The index of an environment someone is looking at goes before background work in the upstream budget.
+            with budget.priority(
+                "watched" if runtime.local_watch.get(env_key(environment_id)) else "background"
+            ):
+                return await sync.round(client, key, watched)
+
+        stats_result, round_result = await asyncio.gather(stats(), index_round())
+        if isinstance(stats_result, WorkAPIError) and stats_result.kind in ("rate_limited", "overloaded"):
+            paused_until = await sync.slow_down(stats_result)
+        elif round_result is not None and round_result.paused_until is not None:
+            paused_until = round_result.paused_until
+        elif isinstance(stats_result, QueueStats) and round_result is not None and round_result.error is None:
+            await sync.recovered()
+        self.last_round = round_result
         self.polls += 1
         now = timezone.now()
         previous = self.snapshot
-        # The queue numbers are what a snapshot is about: only their failure makes it stale. A failed work list
-        # leaves the active and stuck counts as they were, with a note saying why.
+        # The queue numbers are what a snapshot is about: only their failure makes it stale.
         failure = stats_result if isinstance(stats_result, WorkAPIError) else None
 
         snapshot = Snapshot(
@@ -337,7 +359,7 @@ class EnvironmentFeed:
             snapshot.counts_capped = previous.counts_capped
             snapshot.counts_note = previous.counts_note
             snapshot.items = dict(previous.items)
-        if not isinstance(stats_result, BaseException):
+        if isinstance(stats_result, QueueStats):
             snapshot.depth = stats_result.depth
             snapshot.pending = stats_result.pending
             snapshot.workers_polling = stats_result.workers_polling
@@ -356,37 +378,19 @@ class EnvironmentFeed:
             self.history.popleft()
         snapshot.history = list(self.history)
 
-        watched = set(runtime.watched_items.get(environment_id, set()))
-        listed_ids: set[str] = set()
-        if key is None:
-            snapshot.active = snapshot.stuck = None
-            snapshot.counts_note = "No environment key: active and stuck counts need one."
-        elif isinstance(list_result, WorkAPIError):
-            banner = upstream.failure_banner(list_result)
-            request_id = f" (request id {banner['request_id']})" if banner["request_id"] else ""
-            snapshot.counts_note = f"Active and stuck counts not updated: {banner['title']}{request_id}."
-        elif isinstance(list_result, tuple):
-            items, capped = list_result
-            live = [item for item in items if item.state != "stopped"]
-            snapshot.active = sum(1 for item in live if item.state == "active")
-            snapshot.stuck = sum(1 for item in live if stuck.stuck_reason(item, now) is not None)
-            snapshot.listed, snapshot.counts_capped, snapshot.counts_note = len(items), capped, ""
-            for item in items:
-                listed_ids.add(item.id)
-                if item.id in watched:
-                    snapshot.items[item.id] = _item_view(item, now)
-        missing = sorted(watched - listed_ids)[: conf.feed_max_watched_items()]
-        if missing:
-            for work_id, retrieved in (await self._retrieve(client, missing)).items():
-                if retrieved is None:
-                    snapshot.items.pop(work_id, None)
-                else:
-                    snapshot.items[work_id] = _item_view(retrieved, now)
-        # Forget items nobody watches any more.
-        snapshot.items = {work_id: view for work_id, view in snapshot.items.items() if work_id in watched}
-
+        # Counts and watched rows: the work index, as every page reads it (the same figures as the pages).
+        try:
+            snapshot.items = await database_sync_to_async(_watched_rows)(environment_id, watched, now)
+        except Exception:
+            logger.exception("Could not read the watched rows of %s from the work index", environment_id)
+        snapshot.counts_note = _round_note(round_result)
         await _apply_index_counts(snapshot, now, has_key=key is not None)
-        if failure is not None:
+        # Forget items nobody watches any more.
+        snapshot.items = {work_id: item for work_id, item in snapshot.items.items() if work_id in watched}
+
+        if paused_until is not None:
+            snapshot.stale = _slowed_down(paused_until, previous.stale if previous else None)
+        elif failure is not None:
             snapshot.stale = _staleness(failure, previous.stale if previous else None)
         self.snapshot = snapshot
         fragments = render(snapshot, watched_items=watched, interval=conf.feed_interval())
@@ -597,13 +601,17 @@ class LiveRuntime:
         displays = await self._display_interest()
         wanted, self.watched_items = _environments_of(watched)
         wanted |= displays.environments
+        index_all = bool(settings.INDEX_ALL_ENVIRONMENTS)
         directory: list[dict[str, str]] | None = None
-        if wanted or displays.all_environments:
+        if wanted or displays.all_environments or index_all:
             directory = await self._refresh_directory()
         if directory is not None:
             known = {entry["id"] for entry in directory}
             if displays.all_environments:
                 wanted |= known
+            if index_all:
+                # The work index follows every environment it can list, watched or not (the stuck page covers all).
+                wanted |= await database_sync_to_async(_with_keys)(sorted(known - wanted))
             wanted &= known
         else:
             wanted = set(sorted(wanted)[:UNCHECKED_ENVIRONMENTS_CAP])
