@@ -182,28 +182,39 @@ class UpstreamBudget:
     """``limit`` requests a minute (0: no budget), counted in ``counts``."""
 
     def __init__(
-        self, limit: int, counts: LocalCounts | RedisCounts, *, clock: Callable[[], float] = time.time
+        self,
+        limit: int | Callable[[], int],
+        counts: LocalCounts | RedisCounts,
+        *,
+        clock: Callable[[], float] = time.time,
     ) -> None:
-        self.limit = int(limit)
+        # A number, or a function read on every request (the settings' value, so a change takes effect at once).
+        self._limit = limit
         self.counts = counts
         self.clock = clock
         BUDGET_LIMIT.set(self.limit)
+
+    @property
+    def limit(self) -> int:
+        return int(self._limit() if callable(self._limit) else self._limit)
 
     async def take(self, environment: str | None = None, *, kind: Priority | None = None) -> Decision:
         kind = kind or current_priority()
         now = self.clock()
         retry_after = 60 - (now % 60)
-        if self.limit <= 0:
+        limit = self.limit
+        BUDGET_LIMIT.set(limit)
+        if limit <= 0:
             return Decision(True, 0, 0.0)
         try:
-            allowed, used = await self.counts.take(self.limit, kind, environment, now)
+            allowed, used = await self.counts.take(limit, kind, environment, now)
         except Exception as exc:  # Redis unreachable: count locally rather than stop talking to the Work API
             logger.warning(
                 "Upstream budget: shared counts unavailable (%s); counting in this process",
                 type(exc).__name__,
             )
             self.counts = LocalCounts()
-            allowed, used = await self.counts.take(self.limit, kind, environment, now)
+            allowed, used = await self.counts.take(limit, kind, environment, now)
         BUDGET_USED.set(used)
         if not allowed:
             BUDGET_REFUSED.labels(kind).inc()
@@ -275,5 +286,5 @@ def shared_budget() -> UpstreamBudget:
                 if settings.REDIS_URL
                 else LocalCounts()
             )
-            _shared = UpstreamBudget(settings.UPSTREAM_REQUESTS_PER_MINUTE, counts)
+            _shared = UpstreamBudget(lambda: int(settings.UPSTREAM_REQUESTS_PER_MINUTE), counts)
         return _shared

@@ -318,10 +318,8 @@ class EnvironmentFeed:
         async def index_round() -> SyncRound | None:
             if paused_until is not None:
                 return None
-            # The index of an environment someone is looking at goes before background work in the upstream budget.
-            with budget.priority(
-                "watched" if runtime.local_watch.get(env_key(environment_id)) else "background"
-            ):
+            # An environment someone watches (a page, a wall display) goes before background work in the budget.
+            with budget.priority("background" if environment_id in runtime.background else "watched"):
                 return await sync.round(client, key, watched)
 
         stats_result, round_result = await asyncio.gather(stats(), index_round())
@@ -441,6 +439,8 @@ class LiveRuntime:
         # This process's sockets get the feeds' messages through it (one channel-layer subscription per process).
         self.relay = fanout.Relay()
         self.watched_items: dict[str, set[str]] = {}
+        # Environments fed only for the work index (nobody watches them): last in the upstream budget.
+        self.background: set[str] = set()
         self._client: WorkAPIClient | None = None
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
@@ -610,8 +610,10 @@ class LiveRuntime:
             if displays.all_environments:
                 wanted |= known
             if index_all:
-                # The work index follows every environment it can list, watched or not (the stuck page covers all).
-                wanted |= await database_sync_to_async(_with_keys)(sorted(known - wanted))
+                # The work index follows every environment it can list, watched or not (the stuck page covers all);
+                # those nobody watches come last in the upstream budget.
+                self.background = await database_sync_to_async(_with_keys)(sorted(known - wanted))
+                wanted |= self.background
             wanted &= known
         else:
             wanted = set(sorted(wanted)[:UNCHECKED_ENVIRONMENTS_CAP])
