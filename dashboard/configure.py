@@ -16,9 +16,9 @@ from django.contrib import messages
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
 from django.urls import reverse
-from django.views.decorators.http import require_http_methods, require_POST
+from django.views.decorators.http import require_http_methods
 
-from dashboard import audit, upstream
+from dashboard import audit, confirm, upstream
 from dashboard.models import EnvironmentKey, mask_key
 from dashboard.permissions import require_action
 from workqueue.errors import InvalidID, WorkAPIError
@@ -161,10 +161,33 @@ def _remove_key(environment_id: str) -> str | None:
     return masked
 
 
-@require_POST
+@require_http_methods(["GET", "POST"])
 @require_action("configure")
 def remove_key(request: HttpRequest, env_id: str) -> HttpResponse:
-    """Remove the dashboard's key for one environment (a deployment key, if any, applies again)."""
+    """Remove the dashboard's key for one environment after a confirmation with a reason.
+
+    A deployment key, if any, applies again.
+    """
+    stored = EnvironmentKey.objects.filter(environment_id=env_id).first()
+    reason = str(request.POST.get("reason", "")).strip()
+    problems = confirm.reason_problems(reason) if request.method == "POST" else []
+    if stored is not None and (request.method == "GET" or problems):
+        deployed = env_id in getattr(settings, "ENVIRONMENT_KEYS", {})
+        return confirm.confirm_page(
+            request,
+            title=f"Remove the key of {stored.name or env_id}",
+            facts=[("Environment", env_id), ("Key", stored.masked)],
+            consequence=(
+                "The deployment's key (ENVIRONMENT_KEYS) applies again."
+                if deployed
+                else "The dashboard can no longer list this environment's work until a key is entered again."
+            ),
+            button="Remove the key",
+            cancel_url=reverse("configure"),
+            nav="configure",
+            problems=problems,
+            reason=reason,
+        )
     masked = _remove_key(env_id)
     if masked is None:
         messages.info(request, f"There was no key for {env_id} to remove.")
@@ -174,6 +197,7 @@ def remove_key(request: HttpRequest, env_id: str) -> HttpResponse:
         action="configure_key_remove",
         outcome="succeeded",
         environment_id=env_id,
+        reason=reason,
         sent={"key": masked},
         via=audit.via_of(request),
     )

@@ -85,12 +85,19 @@ def test_invalid_input_is_refused_and_the_key_is_not_echoed(admin, upstream):
 def test_an_admin_removes_a_key(admin, upstream):
     env, key = environment(upstream, "east")
 
-    response = admin.post(f"/configure/keys/{env['id']}/remove/")
+    url = f"/configure/keys/{env['id']}/remove/"
+    confirm = admin.get(url)
+    assert confirm.status_code == 200 and f"sk-ant-…{key[-4:]}" in confirm.content.decode()
+    assert "Give a reason" in admin.post(url).content.decode()  # no reason: nothing removed
+    assert EnvironmentKey.objects.exists() and not AuditEntry.objects.exists()
+
+    response = admin.post(url, {"reason": "key rotated in the Console"})
 
     assert response.status_code == 302
     assert not EnvironmentKey.objects.exists()
     entry = AuditEntry.objects.get()
     assert (entry.action, entry.sent) == ("configure_key_remove", {"key": f"sk-ant-…{key[-4:]}"})
+    assert entry.reason == "key rotated in the Console"
 
 
 def test_deployment_keys_are_listed_masked_and_yield_to_entered_ones(admin, upstream, settings):

@@ -32,9 +32,11 @@ def signed_in(username: str, role: str | None) -> tuple[User, Client]:
 def test_it_creates_a_token_and_shows_it_once() -> None:
     user, client = signed_in("olivia", "operator")
 
-    response = client.post(reverse("token_create"), {"name": "cleanup-script", "expires_in_days": "30"})
+    posted = client.post(reverse("token_create"), {"name": "cleanup-script", "expires_in_days": "30"})
+    assert (posted.status_code, posted["Location"]) == (302, reverse("token_created"))
+    response = client.get(posted["Location"])
 
-    assert response.status_code == 201
+    assert response.status_code == 200
     assert "no-store" in response["Cache-Control"]
     shown = TOKEN_RE.findall(response.content.decode())
     assert shown and len(set(shown)) == 1
@@ -51,6 +53,9 @@ def test_it_creates_a_token_and_shows_it_once() -> None:
     )
     assert shown[0] not in repr(entry.sent)
 
+    again = client.get(reverse("token_created"))  # a reload shows the list, not the secret, and mints nothing
+    assert again.status_code == 302 and PersonalAccessToken.objects.count() == 1
+    assert shown[0] not in client.get(again["Location"]).content.decode()
     listing = client.get(reverse("tokens")).content.decode()
     assert "cleanup-script" in listing and token.prefix in listing
     assert shown[0] not in listing
@@ -68,13 +73,15 @@ def test_it_revokes_your_own_token() -> None:
     user, client = signed_in("olivia", "operator")
     token, secret = tokens.mint(user, "cleanup-script", 30)
 
-    response = client.post(reverse("token_revoke", args=[token.pk]))
+    assert "Give a reason" in client.post(reverse("token_revoke", args=[token.pk])).content.decode()
+    response = client.post(reverse("token_revoke", args=[token.pk]), {"reason": "script retired"})
 
     assert response.status_code == 302
     token.refresh_from_db()
     assert token.status == "revoked" and token.revoked_by == user
     entry = AuditEntry.objects.get()
     assert (entry.action, entry.username, entry.token_name) == ("token_revoke", "olivia", "cleanup-script")
+    assert entry.reason == "script retired"
     assert "revoked" in client.get(reverse("tokens")).content.decode()
 
 
@@ -98,7 +105,7 @@ def test_an_admin_sees_and_revokes_anyones_token() -> None:
     page = client.get(reverse("tokens")).content.decode()
     assert "cleanup-script" in page and "olivia" in page
 
-    assert client.post(reverse("token_revoke", args=[token.pk])).status_code == 302
+    assert client.post(reverse("token_revoke", args=[token.pk]), {"reason": "left"}).status_code == 302
     token.refresh_from_db()
     assert token.status == "revoked" and token.revoked_by == admin
     entry = AuditEntry.objects.get()

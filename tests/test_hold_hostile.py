@@ -429,7 +429,8 @@ def test_script_payloads_from_the_upstream_are_rendered_inert_in_pages(client, u
         found.wrong("bulk confirmation: the environment name breaks out of its attribute")
     page("audit log", client.get("/audit/"), shows=("<iframe src=javascript:alert(4)>",))
     page("display links", client.get("/displays/"), shows=(ENV_NAME,))
-    created = client.post("/displays/", {"name": "<script>alert('wall')</script>", "time_zone": "UTC"})
+    posted = client.post("/displays/", {"name": "<script>alert('wall')</script>", "time_zone": "UTC"})
+    created = client.get(posted["Location"])
     wall_url = re.search(
         r"<code data-display-url>http://testserver(/display/[^<]+/)</code>", created.content.decode()
     )
@@ -775,9 +776,9 @@ def test_forged_posts_of_viewers_and_operators_are_denied_and_audited(client, up
             {"environment_id": e, "key": forged_key, "name": "mine"},
             "configure",
         ),
-        ("remove a key", f"/configure/keys/{e}/remove/", {}, "configure"),
+        ("remove a key", f"/configure/keys/{e}/remove/", {"reason": "r"}, "configure"),
         ("create a display link", "/displays/", {"name": "sneaky", "time_zone": "UTC"}, "configure"),
-        ("revoke a display link", f"/displays/{link.pk}/revoke", {}, "configure"),
+        ("revoke a display link", f"/displays/{link.pk}/revoke", {"reason": "r"}, "configure"),
     ]
     client.force_login(make_user("viewer", username="watcher"))
     for label, path, data, action in viewer_posts:
@@ -789,7 +790,7 @@ def test_forged_posts_of_viewers_and_operators_are_denied_and_audited(client, up
         )
     probe(
         "viewer: revoke an admin's token",
-        lambda: client.post(f"/tokens/{admin_token.pk}/revoke/"),
+        lambda: client.post(f"/tokens/{admin_token.pk}/revoke/", {"reason": "r"}),
         expect=(404,),
     )
     # Bodies too large or with too many fields are refused as malformed (400) before anyone's role is looked at.

@@ -198,7 +198,7 @@ async def test_revoking_a_display_link_closes_its_open_sockets(live_runtime, ups
     def revoke() -> int:
         client = Client()
         client.force_login(make_user("admin"))
-        return client.post(f"/displays/{link.pk}/revoke").status_code
+        return client.post(f"/displays/{link.pk}/revoke", {"reason": "moved"}).status_code
 
     assert await sync_to_async(revoke)() == 302
     while True:

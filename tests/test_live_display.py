@@ -24,8 +24,10 @@ def clean_live_state():
 
 
 def create_link(client, **fields) -> tuple[DisplayLink, str]:
-    response = client.post("/displays/", {"time_zone": "UTC", **fields})
-    assert response.status_code == 200, response.content.decode()[:2000]
+    created = client.post("/displays/", {"time_zone": "UTC", **fields})
+    assert created.status_code == 302, created.content.decode()[:2000]
+    response = client.get(created["Location"])
+    assert response.status_code == 200 and "no-store" in response["Cache-Control"]
     match = re.search(
         r"<code data-display-url>(http://testserver/display/([^/<]+)/)</code>", response.content.decode()
     )
@@ -104,7 +106,8 @@ def test_a_forged_link_is_404_and_a_revoked_one_403(client, upstream):
     assert client.get("/display/garbage/").status_code == 404
 
     client.force_login(make_user("admin", username="admin2"))
-    assert client.post(f"/displays/{link.pk}/revoke").status_code == 302
+    assert "Give a reason" in client.post(f"/displays/{link.pk}/revoke").content.decode()
+    assert client.post(f"/displays/{link.pk}/revoke", {"reason": "screen stolen"}).status_code == 302
     client.logout()
     link.refresh_from_db()
     assert (

@@ -12,5 +12,6 @@ urlpatterns: list[URLPattern | URLResolver] = [
     re_path(r"^gateway/(?P<rest>.*)\Z", api.gateway, name="gateway"),
     path("tokens/", views.token_list, name="tokens"),
     path("tokens/new/", views.token_create, name="token_create"),
+    path("tokens/created/", views.token_created, name="token_created"),
     path("tokens/<int:token_id>/revoke/", views.token_revoke, name="token_revoke"),
 ]

@@ -10,10 +10,11 @@ from typing import Any, Final
 
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django.views.decorators.http import require_GET, require_http_methods
 
-from dashboard import audit
+from dashboard import audit, confirm, shown_once
 from dashboard.gateway import tokens
 from dashboard.gateway.forms import TokenForm
 from dashboard.gateway.models import PersonalAccessToken
@@ -87,22 +88,65 @@ def token_create(request: HttpRequest) -> HttpResponse:
         via=audit.via_of(request),
         token_name=token.name,
     )
-    return _page(request, TokenForm(), created=token, secret=secret, status=201)
+    # Post/redirect/get: a reload of the page that follows shows nothing new and mints nothing.
+    shown_once.keep(request, "token", {"id": token.pk, "secret": secret})
+    return redirect("token_created")
 
 
-@require_POST
+@never_cache
+@require_GET
+@require_action("view")
+def token_created(request: HttpRequest) -> HttpResponse:
+    """The new token's secret, this once (never cached); afterwards the plain token list."""
+    kept = shown_once.take(request, "token")
+    token = None
+    if kept is not None:
+        token = PersonalAccessToken.objects.filter(
+            pk=int(kept.get("id", 0)), user_id=int(request.user.pk or 0)
+        ).first()
+    if token is None:
+        return redirect("tokens")
+    response = _page(request, TokenForm(), created=token, secret=str(kept.get("secret", "")) if kept else "")
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+@require_http_methods(["GET", "POST"])
 @require_action("view")
 def token_revoke(request: HttpRequest, token_id: int) -> HttpResponse:
-    """Revoke one of your tokens, or (an admin) anyone's. Someone else's token is simply not found."""
+    """Revoke one of your tokens, or (an admin) anyone's, after a confirmation with a reason.
+
+    Someone else's token is simply not found.
+    """
     token = get_object_or_404(PersonalAccessToken.objects.select_related("user"), pk=token_id)
     if token.user_id != request.user.pk and not _is_admin(request.user):
         raise Http404("No such token.")
+    reason = str(request.POST.get("reason", "")).strip()
+    problems = confirm.reason_problems(reason) if request.method == "POST" else []
+    if request.method == "GET" or problems or token.status != "active":
+        if token.status != "active":
+            return redirect("tokens")
+        return confirm.confirm_page(
+            request,
+            title=f"Revoke the token “{token.name}”",
+            facts=[
+                ("Owner", token.user.get_username()),
+                ("Token", f"{token.prefix}…"),
+                ("Expires", token.expires_at.strftime("%Y-%m-%d %H:%M UTC")),
+            ],
+            consequence="Every script using this token is refused from now on; a revoked token cannot be restored.",
+            button="Revoke the token",
+            cancel_url=reverse("tokens"),
+            nav="tokens",
+            problems=problems,
+            reason=reason,
+        )
     if tokens.revoke(token, request.user):
         audit.record(
             user=request.user,
             action="token_revoke",
             outcome="succeeded",
-            reason=str(request.POST.get("reason", ""))[:2000],
+            reason=reason,
             sent={"owner": token.user.get_username(), "name": token.name, "prefix": token.prefix},
             via=audit.via_of(request),
             token_name=token.name,

@@ -26,11 +26,13 @@ from django.db import connection
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template.loader import render_to_string
+from django.urls import reverse
 from django.utils import timezone
-from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET, require_http_methods
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
-from dashboard import audit, regions
+from dashboard import audit, confirm, regions, shown_once
 from dashboard.live import conf, fanout
 from dashboard.live.feed import feed_client, group_name, read_cached, read_directory, shared_state
 from dashboard.live.models import DisplayLink
@@ -61,10 +63,9 @@ def _time_zones() -> list[str]:
 @require_http_methods(["GET", "POST"])
 @require_action("configure")
 def display_links(request: HttpRequest) -> HttpResponse:
-    """List the display links; POST creates one and shows its address once."""
+    """List the display links; POST creates one and redirects to the page that shows its address once."""
     directory = _directory_sync() or []
     errors: dict[str, str] = {}
-    created: dict[str, Any] | None = None
     form: dict[str, Any] = {"name": "", "environments": [], "time_zone": conf.display_time_zone()}
     if request.method == "POST":
         name = request.POST.get("name", "").strip()
@@ -102,8 +103,20 @@ def display_links(request: HttpRequest) -> HttpResponse:
                 token_name=link.name,
             )
             _refresh_feeds()
-            created = {"link": link, "url": request.build_absolute_uri(f"/display/{token}/")}
-            form = {"name": "", "environments": [], "time_zone": conf.display_time_zone()}
+            # Post/redirect/get: a reload of the page that follows shows nothing new and creates nothing.
+            shown_once.keep(request, "display_link", {"id": link.pk, "token": token})
+            return redirect("display_link_created")
+    return _links_page(request, directory, form, errors)
+
+
+def _links_page(
+    request: HttpRequest,
+    directory: list[dict[str, str]],
+    form: dict[str, Any],
+    errors: dict[str, str],
+    created: dict[str, Any] | None = None,
+) -> HttpResponse:
+    """The display-links page: the form, the links, and (just after creating one) its address."""
     names = {entry["id"]: entry["name"] for entry in directory}
     links = list(DisplayLink.objects.select_related("created_by", "revoked_by")[:200])
     for link in links:
@@ -120,10 +133,51 @@ def display_links(request: HttpRequest) -> HttpResponse:
     return render(request, "live/display_links.html", context, status=400 if errors else 200)
 
 
-@require_POST
+@never_cache
+@require_GET
+@require_action("configure")
+def display_link_created(request: HttpRequest) -> HttpResponse:
+    """The new link's address, this once (never cached); afterwards the plain list of links."""
+    kept = shown_once.take(request, "display_link")
+    link = DisplayLink.objects.filter(pk=int(kept.get("id", 0))).first() if kept else None
+    if link is None or kept is None:
+        return redirect("display_links")
+    url = request.build_absolute_uri(f"/display/{kept.get('token', '')}/")
+    form = {"name": "", "environments": [], "time_zone": conf.display_time_zone()}
+    response = _links_page(request, _directory_sync() or [], form, {}, {"link": link, "url": url})
+    response["Cache-Control"] = "no-store"
+    # The page holds the link's token: never let it travel further in a Referer.
+    response["Referrer-Policy"] = "no-referrer"
+    return response
+
+
+@require_http_methods(["GET", "POST"])
 @require_action("configure")
 def revoke_display_link(request: HttpRequest, pk: int) -> HttpResponse:
+    """Revoke a display link after a confirmation with a reason; screens showing it go dark at once."""
     link = get_object_or_404(DisplayLink, pk=pk)
+    if link.revoked_at is not None:
+        return redirect("display_links")
+    reason = str(request.POST.get("reason", "")).strip()
+    problems = confirm.reason_problems(reason) if request.method == "POST" else []
+    if request.method == "GET" or problems:
+        return confirm.confirm_page(
+            request,
+            title=f"Revoke the display link “{link.name}”",
+            facts=[
+                ("Created", link.created_at.strftime("%Y-%m-%d %H:%M UTC")),
+                (
+                    "Last opened",
+                    link.last_opened_at.strftime("%Y-%m-%d %H:%M UTC") if link.last_opened_at else "never",
+                ),
+            ],
+            consequence="Every screen showing this link goes dark now; a revoked link cannot be restored.",
+            button="Revoke the display link",
+            cancel_url=reverse("display_links"),
+            nav="displays",
+            problems=problems,
+            reason=reason,
+        )
     if link.revoked_at is None:
         link.revoked_at = timezone.now()
         link.revoked_by = request.user if request.user.is_authenticated else None
@@ -132,6 +186,7 @@ def revoke_display_link(request: HttpRequest, pk: int) -> HttpResponse:
             user=request.user,
             action="display_link_revoked",
             outcome="succeeded",
+            reason=reason,
             sent={"name": link.name},
             via=audit.via_of(request),
             token_name=link.name,

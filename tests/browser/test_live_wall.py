@@ -96,7 +96,10 @@ def test_revoking_a_link_blanks_the_open_display(page, fast_feed, upstream, live
         tab.click("main button[type=submit]")
         tab.wait_for_url(lambda url: "/accounts/login/" not in url)
         tab.goto("/displays/")
-        tab.locator(f'[data-display-link="{link.pk}"] button', has_text="Revoke").click()
+        tab.locator(f'[data-display-link="{link.pk}"]').get_by_role("link", name="Revoke").click()
+        expect(tab.locator("#confirm-reason")).to_be_focused()
+        tab.fill("#confirm-reason", "the screen moved rooms")
+        tab.locator("[data-confirm]").click()
         expect(tab.locator(f'[data-display-link="{link.pk}"]')).to_contain_text("revoked")
     finally:
         admin.close()

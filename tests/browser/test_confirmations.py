@@ -1,0 +1,62 @@
+"""Destructive actions ask first and want a reason; a new secret is shown once, and a reload mints nothing."""
+
+from __future__ import annotations
+
+from pages_support import environment, upstream  # noqa: F401
+from playwright.sync_api import expect
+
+from dashboard.gateway.models import PersonalAccessToken
+from dashboard.models import AuditEntry
+
+
+def test_a_reload_after_creating_a_token_mints_nothing_and_revoking_asks_for_a_reason(page, shoot, sign_in):
+    sign_in("operator")
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Tokens").click()
+    page.fill("#id_name", "nightly-report")
+    page.get_by_role("button", name="Create token").click()
+    secret = page.locator("#token-secret")
+    expect(secret).to_contain_text("wqd_pat_")
+    shoot("token-shown-once")
+
+    page.reload()
+    expect(page.locator("#token-secret")).to_have_count(0)
+    assert PersonalAccessToken.objects.count() == 1
+
+    page.get_by_role("link", name="Revoke").click()
+    expect(page.locator("#confirm-reason")).to_be_focused()
+    page.locator("[data-confirm]").click()  # the browser refuses an empty reason: nothing happens
+    assert PersonalAccessToken.objects.get().status == "active"
+    page.fill("#confirm-reason", "report moved to the new pipeline")
+    shoot("token-revoke-confirm")
+    page.locator("[data-confirm]").click()
+    expect(page.locator("#own-tokens .badge")).to_have_text("revoked")
+    entry = AuditEntry.objects.get(action="token_revoke")
+    assert entry.reason == "report moved to the new pipeline"
+
+
+def test_removing_an_environment_key_asks_for_a_reason(page, shoot, sign_in, upstream):
+    env, _ = environment(upstream, "east")
+    sign_in("admin")
+    page.goto("/configure/")
+    page.locator(f'[data-key-row="{env["id"]}"]').get_by_role("link", name="Remove").click()
+    expect(page.locator("h1")).to_contain_text("Remove the key")
+    expect(page.locator("#confirm-reason")).to_be_focused()
+    page.get_by_role("link", name="Cancel").click()
+    expect(page.locator(f'[data-key-row="{env["id"]}"]')).to_be_visible()
+    page.locator(f'[data-key-row="{env["id"]}"]').get_by_role("link", name="Remove").click()
+    page.fill("#confirm-reason", "environment retired")
+    page.locator("[data-confirm]").click()
+    expect(page.locator(f'[data-key-row="{env["id"]}"]')).to_have_count(0)
+    assert AuditEntry.objects.get(action="configure_key_remove").reason == "environment retired"
+
+
+def test_a_reload_after_creating_a_display_link_creates_nothing(page, sign_in, upstream):
+    environment(upstream, "east")
+    sign_in("admin")
+    page.goto("/displays/")
+    page.fill("#display-name", "Ops room")
+    page.get_by_role("button", name="Create display link").click()
+    expect(page.locator("[data-display-url]")).to_contain_text("/display/")
+    page.reload()
+    expect(page.locator("[data-display-url]")).to_have_count(0)
+    expect(page.locator("[data-display-link]")).to_have_count(1)
