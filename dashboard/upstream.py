@@ -1,6 +1,6 @@
 """The dashboard's door to the Work API: a client built from settings, environment keys, and failure banners.
 
-Views get a client here (``async with upstream.client() as c:``), the environment key an environment's work list
+Views get the process's shared client here (``async with upstream.client() as c:``), the environment key an environment's work list
 needs (decrypted from the admin-entered store, else from the deployment's ``ENVIRONMENT_KEYS``), and, when a call
 fails, the banner to show: what failed, when, and the upstream request-id. Never a stack trace, never a credential.
 
@@ -9,7 +9,9 @@ What does not live here: HTTP, retries and error mapping (``workqueue.client``).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import weakref
 from collections.abc import Iterator
 from contextvars import ContextVar
 from datetime import datetime
@@ -19,7 +21,7 @@ import httpx
 from asgiref.sync import sync_to_async
 from django.conf import settings
 
-from workqueue.client import _tls_context
+from workqueue.client import tls_context
 from workqueue.errors import WorkAPIError, redact
 
 if TYPE_CHECKING:
@@ -104,7 +106,7 @@ class _NotingAsyncTransport(httpx.AsyncBaseTransport):
 
 class _NotingTransport(httpx.BaseTransport):
     def __init__(self) -> None:
-        self._inner = httpx.HTTPTransport(verify=_tls_context())
+        self._inner = httpx.HTTPTransport(verify=tls_context())
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         response = self._inner.handle_request(request)
@@ -126,11 +128,52 @@ def _options() -> dict[str, Any]:
     }
 
 
-def client() -> WorkAPIClient:
-    """A new async client configured from settings; use it as an async context manager."""
+# One pooled client per event loop and per configuration: connections (and their TLS handshakes) are reused across
+# pages, actions and probes. A client is bound to the loop it first ran on, so each loop gets its own; a loop that
+# goes away takes its clients with it. The configuration is part of the key so that changed settings take effect.
+_Options = tuple[tuple[str, Any], ...]
+_pool: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[_Options, WorkAPIClient]] = (
+    weakref.WeakKeyDictionary()
+)
+# Configurations kept per loop; more than this (settings changing at run time) closes the oldest.
+_POOL_SIZE = 8
+
+
+class _Lease:
+    """``async with upstream.client() as c:`` lends the shared client; leaving the block does not close it."""
+
+    def __init__(self, options: dict[str, Any]) -> None:
+        self._options = options
+
+    async def __aenter__(self) -> WorkAPIClient:
+        return shared_client(**self._options)
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        return None
+
+
+def shared_client(**overrides: Any) -> WorkAPIClient:
+    """This loop's pooled client for the settings' configuration (``overrides`` replace single options).
+
+    Never close it: it lives as long as its event loop.
+    """
     from workqueue.client import WorkAPIClient
 
-    return WorkAPIClient(**_options(), transport=_NotingAsyncTransport())
+    options = {**_options(), **overrides}
+    key: _Options = tuple(sorted(options.items()))
+    clients = _pool.setdefault(asyncio.get_running_loop(), {})
+    api = clients.get(key)
+    if api is None:
+        while len(clients) >= _POOL_SIZE:
+            stale = clients.pop(next(iter(clients)))
+            asyncio.get_running_loop().create_task(stale.aclose())
+        api = clients[key] = WorkAPIClient(**options, transport=_NotingAsyncTransport())
+    return api
+
+
+def client(**overrides: Any) -> _Lease:
+    """The shared async client configured from settings, lent for an ``async with`` block."""
+    return _Lease(overrides)
 
 
 def sync_client() -> SyncWorkAPIClient:

@@ -112,6 +112,7 @@ __all__ = [
     "WorkItem",
     "WorkSecret",
     "decode_secret",
+    "tls_context",
     "validate_environment_id",
     "validate_metadata",
     "validate_work_id",
@@ -180,8 +181,8 @@ def _json_body(value: Mapping[str, object]) -> bytes:
 
 
 @functools.cache
-def _tls_context() -> ssl.SSLContext:
-    # Building the CA bundle costs ~50 ms; the dashboard opens a client per request, so build it once.
+def tls_context() -> ssl.SSLContext:
+    """The process's one TLS context: building the CA bundle costs ~50 ms, so every client and transport shares it."""
     return httpx.create_ssl_context()
 
 
@@ -778,7 +779,7 @@ class WorkAPIClient:
         self._answers = _Answers(self._requests)
         self._max_body_bytes = max_body_bytes
         self._http = httpx.AsyncClient(
-            transport=transport, timeout=timeout, follow_redirects=False, verify=_tls_context()
+            transport=transport, timeout=timeout, follow_redirects=False, verify=tls_context()
         )
 
     @property
@@ -964,7 +965,7 @@ class SyncWorkAPIClient:
         self._answers = _Answers(self._requests)
         self._max_body_bytes = max_body_bytes
         self._http = httpx.Client(
-            transport=transport, timeout=timeout, follow_redirects=False, verify=_tls_context()
+            transport=transport, timeout=timeout, follow_redirects=False, verify=tls_context()
         )
 
     @property

@@ -17,7 +17,7 @@ import time
 import httpx
 from prometheus_client import Counter, Gauge, Histogram
 
-from workqueue.client import _tls_context
+from workqueue.client import tls_context
 
 UPSTREAM_LATENCY = Histogram(
     "workqueue_upstream_request_duration_seconds",
@@ -114,7 +114,7 @@ class InstrumentedTransport(httpx.AsyncBaseTransport):
 
     def __init__(self, inner: httpx.AsyncBaseTransport | None = None) -> None:
         # The process's one TLS context (building one per transport costs ~0.1 s of CPU).
-        self._inner = inner or httpx.AsyncHTTPTransport(verify=_tls_context())
+        self._inner = inner or httpx.AsyncHTTPTransport(verify=tls_context())
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         endpoint = endpoint_of(request.method, request.url.path)

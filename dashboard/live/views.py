@@ -32,14 +32,13 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
-from dashboard import audit, confirm, regions, shown_once
+from dashboard import audit, confirm, regions, shown_once, upstream
 from dashboard.live import conf, fanout
 from dashboard.live.feed import feed_client, group_name, read_cached, read_directory, shared_state
 from dashboard.live.models import DisplayLink
 from dashboard.live.snapshots import placeholder, template_context
 from dashboard.live.sparkline import sparkline
 from dashboard.permissions import require_action
-from workqueue.client import WorkAPIClient
 from workqueue.errors import WorkAPIError
 
 MAX_NAME_LENGTH = 100
@@ -308,14 +307,14 @@ async def _channel_layer_check() -> None:
 
 
 async def _upstream_check() -> None:
-    async with WorkAPIClient(
-        api_key=settings.ANTHROPIC_API_KEY,
-        base_url=settings.ANTHROPIC_BASE_URL,
-        timeout=2.0,
-        retry_total=0,
-        workspace_id=settings.ANTHROPIC_WORKSPACE_ID or None,
-    ) as client:
-        await client.list_environments(limit=1)
+    # Through the door, so the probe sees what pages see (the same pool, TLS context and budget). A spent budget is
+    # not a reason to take this instance out of the load balancer: the upstream was not asked, and will be again.
+    async with upstream.client(timeout=2.0, retry_total=0) as client:
+        try:
+            await client.list_environments(limit=1)
+        except WorkAPIError as exc:
+            if exc.kind != "budget_exhausted":
+                raise
 
 
 async def _upstream_status() -> dict[str, Any]:
