@@ -105,6 +105,16 @@ async def run(workspace: Workspace, quick: bool, redis_url: str) -> Result:
                 "item_dashboard": item_dashboard,
                 "item_direct": item_direct,
             }
+            # The page reads the work index, which the dashboard's sync fills from the upstream after it starts.
+            deadline = time.monotonic() + 90
+            while True:
+                try:
+                    await env_dashboard()
+                    break
+                except RuntimeError:
+                    if time.monotonic() > deadline:
+                        raise
+                    await asyncio.sleep(0.25)
             for _ in range(cfg["warmup"]):
                 for call in calls.values():
                     await call()

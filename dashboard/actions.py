@@ -30,7 +30,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from dashboard import audit, upstream
-from dashboard.index.queries import stuck_items
+from dashboard.index.queries import freshness, stuck_items
 from dashboard.index.sync import record_answer
 from dashboard.models import BulkItem, BulkOperation
 from dashboard.permissions import adeny, can, require_action
@@ -561,7 +561,8 @@ async def bulk(request: HttpRequest, env_id: str) -> HttpResponse:
     items: list[dict[str, Any]]
     if selection == "stuck":
         items, count, failure = await _stuck_items(env_id)
-        context.update(failure=failure)
+        # The selection is the work index's: the page says how old its rows are, as the stuck page does.
+        context.update(failure=failure, freshness=await sync_to_async(freshness)(env_id), env_id=env_id)
         if failure is not None:
             return await _page(request, template, context)
         if count > limit:

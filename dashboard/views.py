@@ -688,6 +688,12 @@ async def search(request: HtmxHttpRequest) -> HttpResponse:
         except InvalidID as exc:
             return await problem(request, 400, "Not a valid id", exc.message, context=context)
         return HttpResponseRedirect(reverse("environment", args=[raw]))
+    if raw.startswith("work_") and " " not in raw:
+        # Something typed as a work id that is not one gets told so, not an empty list of matches.
+        try:
+            validate_work_id(raw)
+        except InvalidID as exc:
+            return await problem(request, 400, "Not a valid id", exc.message, context=context)
     try:
         q = checked_find(raw)
         older, newer = _checked_cursor(request, "older"), _checked_cursor(request, "newer")

@@ -134,7 +134,9 @@ async def test_a_429_slows_the_feed_down_for_as_long_as_asked_and_the_screens_sa
     await sync_to_async(upstream.set_fault)(route="stats", status=429, retry_after=5, count=1)
     await wait_until(lambda: feed_.snapshot.stale is not None, timeout=5)
     hit_at = time.monotonic()
-    assert feed_.snapshot.stale.reason.startswith("Slowed down by the Work API until ")
+    assert feed_.snapshot.stale.reason.startswith(
+        "The Work API is rate limiting the dashboard: slowed down until "
+    )
     await sync_to_async(upstream.reset_requests)()
 
     # No call at all for that environment while the pause lasts (stats and index alike).

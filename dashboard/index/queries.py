@@ -184,6 +184,8 @@ def parse_search(text: str) -> SearchTerms:
         raise InvalidSearch(f"A search can be at most {MAX_SEARCH_LENGTH} characters long.")
     if "\x00" in text:
         raise InvalidSearch("A search cannot contain a NUL character.")
+    if text and not any(ch.isalnum() for ch in text):
+        raise InvalidSearch("A search needs at least one letter or digit: an id, key=value or words.")
     try:
         parts = shlex.split(text)
     except ValueError:

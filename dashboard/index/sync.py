@@ -388,6 +388,9 @@ class EnvironmentSync:
     def __init__(self, environment_id: str, *, interval: float, budget_per_minute: int | None = None) -> None:
         self.environment_id = environment_id
         self.interval = float(interval)
+        # What the latest pause answered (429 or 529) and its request-id, for the screens to name it.
+        self.paused_status: int | None = None
+        self.paused_request_id = ""
         self.budget_per_minute = int(budget_per_minute or settings.INDEX_REQUESTS_PER_MINUTE)
         self.window = RequestWindow()
 
@@ -415,6 +418,8 @@ class EnvironmentSync:
     async def paused_until(self) -> datetime | None:
         state = await database_sync_to_async(environment_state)(self.environment_id)
         until = state.rate_limited_until
+        if state.rate_limited_status is not None:
+            self.paused_status = state.rate_limited_status
         return until if until is not None and until > timezone.now() else None
 
     async def slow_down(self, exc: WorkAPIError) -> datetime:
@@ -439,6 +444,8 @@ class EnvironmentSync:
             )
             return until
 
+        self.paused_status = exc.status
+        self.paused_request_id = exc.request_id or ""
         return await database_sync_to_async(save)()
 
     async def recovered(self) -> None:

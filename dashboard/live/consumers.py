@@ -162,7 +162,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
 
     async def _known_environments(self, requested: list[str]) -> list[str]:
         """The requested environments that exist (when the list of environments is known)."""
-        directory = await self.runtime.directory(load=False)
+        directory = await self.runtime.directory_with(requested)
         if directory is None:
             return requested
         known = {entry["id"] for entry in directory}

@@ -61,6 +61,8 @@ SNAPSHOT_CACHE_SECONDS = 24 * 3600
 UNCHECKED_ENVIRONMENTS_CAP = 20
 DISPLAY_REFRESH_SECONDS = 10.0
 PRUNE_EVERY_SECONDS = 300.0
+# A socket asking for an environment the directory lacks reads the list again, at most this often per process.
+DIRECTORY_FORCED_READ_SECONDS = 5.0
 
 
 # --- Names shared with the consumers -----------------------------------------------------------------------------
@@ -215,16 +217,21 @@ def _round_note(round_result: SyncRound | None) -> str:
     return f"Active and stuck counts not updated this time: {banner['title']}{request_id}."
 
 
-def _slowed_down(until: datetime, previous: Staleness | None) -> Staleness:
-    """The Work API asked the dashboard to slow down: the screens say until when."""
+def _slowed_down(
+    until: datetime, previous: Staleness | None, status: int | None = None, request_id: str = ""
+) -> Staleness:
+    """The Work API asked the dashboard to slow down (429) or is overloaded (529): the screens name which, and
+    say until when this environment is left alone."""
     local = timezone.localtime(until)
+    kind = "overloaded" if status == 529 else "rate_limited"
+    title = upstream.failure_banner(WorkAPIError("", kind=kind))["title"]
     return Staleness(
         since=previous.since if previous is not None else timezone.now(),
-        reason=f"Slowed down by the Work API until {local:%H:%M:%S}",
-        detail="The Work API answered 429 or 529; this environment is read again after the time it asked for.",
-        kind="rate_limited",
-        request_id=previous.request_id if previous is not None else "",
-        status=429,
+        reason=f"{title}: slowed down until {local:%H:%M:%S}",
+        detail=f"The Work API answered {status or 429}; this environment is read again after the time it asked for.",
+        kind=kind,
+        request_id=request_id or (previous.request_id if previous is not None else ""),
+        status=status or 429,
     )
 
 
@@ -387,7 +394,9 @@ class EnvironmentFeed:
         snapshot.items = {work_id: item for work_id, item in snapshot.items.items() if work_id in watched}
 
         if paused_until is not None:
-            snapshot.stale = _slowed_down(paused_until, previous.stale if previous else None)
+            snapshot.stale = _slowed_down(
+                paused_until, previous.stale if previous else None, sync.paused_status, sync.paused_request_id
+            )
         elif failure is not None:
             snapshot.stale = _staleness(failure, previous.stale if previous else None)
         self.snapshot = snapshot
@@ -442,6 +451,9 @@ class LiveRuntime:
         # Environments fed only for the work index (nobody watches them): last in the upstream budget.
         self.background: set[str] = set()
         self._client: WorkAPIClient | None = None
+        self._built_client: WorkAPIClient | None = None
+        self._directory_forced_at = -math.inf
+        self._built_options: tuple[Any, ...] = ()
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._directory: list[dict[str, str]] | None = None
@@ -457,8 +469,16 @@ class LiveRuntime:
 
     @property
     def client(self) -> WorkAPIClient:
+        """The feed's client, made from settings; a changed setting (base URL, key, workspace, timeout) makes a
+        new one on the next poll, as it does for pages."""
+        options = _feed_client_options()
+        if self._client is not None and self._client is self._built_client and options != self._built_options:
+            with contextlib.suppress(RuntimeError):
+                asyncio.get_running_loop().create_task(self._client.aclose())
+            self._client = None
         if self._client is None:
-            self._client = feed_client()
+            self._client = self._built_client = feed_client()
+            self._built_options = options
         return self._client
 
     def ensure_started(self) -> None:
@@ -513,6 +533,22 @@ class LiveRuntime:
         entries = await read_directory(self.coordinator, self.client if load else None)
         if entries is not None:
             self._set_directory(entries)
+        return self._directory
+
+    async def directory_with(self, environment_ids: list[str]) -> list[dict[str, str]] | None:
+        """The directory, read again from the upstream when it lacks one of ``environment_ids`` (a page just
+        showed an environment created since): at most once every few seconds, whoever asks."""
+        entries = await self.directory(load=False)
+        known = {entry["id"] for entry in entries or []}
+        if entries is None or all(e in known for e in environment_ids):
+            return entries
+        if time.monotonic() - self._directory_forced_at < DIRECTORY_FORCED_READ_SECONDS:
+            return entries
+        self._directory_forced_at = time.monotonic()
+        try:
+            await self._read_directory()
+        except WorkAPIError as exc:
+            logger.warning("Could not read the environments list: %s", exc)
         return self._directory
 
     def _set_directory(self, entries: list[dict[str, str]]) -> None:
@@ -690,6 +726,15 @@ class LiveRuntime:
             return
         if deleted:
             logger.info("Pruned %d queue samples older than %s", deleted, before.isoformat())
+
+
+def _feed_client_options() -> tuple[Any, ...]:
+    return (
+        settings.ANTHROPIC_API_KEY,
+        settings.ANTHROPIC_BASE_URL,
+        conf.feed_timeout(),
+        settings.ANTHROPIC_WORKSPACE_ID or None,
+    )
 
 
 def feed_client() -> WorkAPIClient:
