@@ -446,22 +446,30 @@ async def stop(request: HttpRequest, env_id: str, work_id: str) -> HttpResponse:
     }
 
     async with upstream.client() as api:
+        # The item is read fresh first: what the page confirms and what is sent follow its state now.
+        try:
+            item = await api.retrieve_work(env_id, work_id)
+        except WorkAPIError as exc:
+            if request.method == "POST":
+                # Kept in the form for another try, and in the audit entry of the failed attempt.
+                reason = context["reason"] = _reason_from(request)[0]
+                await _audit_failure(request, action, env_id, work_id, reason, {"force": force}, exc)
+            context["failure"] = upstream.failure_banner(exc)
+            return await _page(request, template, context, _failure_status(exc))
+        context.update(item=item, stuck_reason=stuck_reason(item, timezone.now()))
+        if item.state == "stopping" and not force:
+            # A graceful stop of an item already stopping ends it at once: a force-stop in effect, with its role,
+            # its confirmation and its audit action.
+            if not await sync_to_async(can)(user, "force_stop"):
+                return await adeny(request, user, "force_stop", environment_id=env_id, work_id=work_id)
+            force, action = True, "force_stop"
+            context.update(force=True, already_stopping=True)
         if request.method == "GET":
-            try:
-                item = await api.retrieve_work(env_id, work_id)
-            except WorkAPIError as exc:
-                context["failure"] = upstream.failure_banner(exc)
-                return await _page(request, template, context, _failure_status(exc))
-            context.update(item=item, stuck_reason=stuck_reason(item, timezone.now()))
             return await _page(request, template, context)
 
         reason, problem = _reason_from(request)
         context["reason"] = reason
         if problem:
-            try:
-                context["item"] = await api.retrieve_work(env_id, work_id)
-            except WorkAPIError as exc:
-                context["failure"] = upstream.failure_banner(exc)
             context["problems"] = [problem]
             return await _page(request, template, context, 400)
 

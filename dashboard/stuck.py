@@ -2,7 +2,8 @@
 
 A work item is stuck when it is starting or active and its last heartbeat (or, before the first one, its
 acknowledgement) is older than ``STUCK_HEARTBEAT_SECONDS``; when it has been stopping longer than
-``STUCK_STOPPING_SECONDS``; or when it has waited queued longer than ``STUCK_QUEUED_SECONDS``. The thresholds are
+``STUCK_STOPPING_SECONDS``, or is stopping with a heartbeat older than ``STUCK_HEARTBEAT_SECONDS`` (the worker
+is gone, so the graceful stop cannot complete); or when it has waited queued longer than ``STUCK_QUEUED_SECONDS``. The thresholds are
 settings, overridable from the environment within bounds.
 
 This module is the one place the rule is stated. ``stuck_reason`` applies it to one item; the work index
@@ -120,7 +121,7 @@ def stuck_reason(item: WorkItem, now: datetime) -> str | None:
     limit = thresholds()[STATE_THRESHOLD[item.state]]
     age = (now - since).total_seconds()
     if age <= limit:
-        return None
+        return _graceful_stop_cannot_complete(item, now) if item.state == "stopping" else None
     if item.state in ("starting", "active"):
         if _heartbeat_reference(item)[1] == "heartbeat":
             return (
@@ -137,6 +138,25 @@ def stuck_reason(item: WorkItem, now: datetime) -> str | None:
         )
     return (
         f"Queued for {humanize_seconds(age)} without being picked up (threshold {humanize_seconds(limit)})."
+    )
+
+
+def _graceful_stop_cannot_complete(item: WorkItem, now: datetime) -> str | None:
+    """A stopping item whose worker has stopped heartbeating: nobody will finish the graceful stop, so it is
+    stuck as soon as the heartbeat is older than the heartbeat threshold (not only after the stopping one)."""
+    since, what = _heartbeat_reference(item)
+    age = (now - since).total_seconds()
+    limit = thresholds()["heartbeat"]
+    if age <= limit:
+        return None
+    if what == "heartbeat":
+        return (
+            f"Graceful stop cannot complete: no heartbeat for {humanize_seconds(age)} "
+            f"(heartbeat threshold {humanize_seconds(limit)})."
+        )
+    return (
+        f"Graceful stop cannot complete: no heartbeat at all in {humanize_seconds(age)} since {what} "
+        f"(heartbeat threshold {humanize_seconds(limit)})."
     )
 
 
@@ -178,10 +198,24 @@ def lease_health(item: WorkItem, now: datetime) -> dict[str, Any]:
         )
         health.update(status=status, label=label)
     elif item.state == "stopping":
+        since, what = _heartbeat_reference(item)
+        age = (now - since).total_seconds()
+        dead = _graceful_stop_cannot_complete(item, now) is not None
+        beat = (
+            f"last heartbeat {humanize_seconds(age)} ago"
+            if what == "heartbeat"
+            else f"no heartbeat yet ({humanize_seconds(age)} since {what})"
+        )
         health.update(
             status="stuck" if reason else "healthy",
-            label="stop requested; waiting for the worker to finish",
-            threshold_seconds=limits["stopping"],
+            label=(
+                f"stop requested, but the worker is gone: {beat}"
+                if dead
+                else f"stop requested; waiting for the worker to finish ({beat})"
+            ),
+            # The threshold the verdict compares with: the heartbeat's once the worker is gone.
+            threshold_seconds=limits["heartbeat"] if dead else limits["stopping"],
+            threshold_name="heartbeat" if dead else "stopping",
         )
     elif item.state == "queued":
         health.update(

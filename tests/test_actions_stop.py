@@ -57,7 +57,8 @@ def test_an_operator_stops_gracefully(client, upstream):
     assert [str(m) for m in get_messages(response.wsgi_request)] == [
         f"Stop requested for {item.id}: it is now stopping."
     ]
-    assert upstream.requests()["by_route"] == {"stop": 1}
+    # Read fresh first, then stopped.
+    assert upstream.requests()["by_route"] == {"retrieve": 1, "stop": 1}
     assert state_of(upstream, item) == "stopping"
     entry = AuditEntry.objects.get()
     assert (entry.action, entry.outcome, entry.username, entry.environment_id, entry.work_id) == (
@@ -139,7 +140,7 @@ def test_already_stopped_is_a_notice_not_an_error(client, upstream):
     assert [str(m) for m in get_messages(response.wsgi_request)] == [
         f"{item.id} had already stopped: nothing to do."
     ]
-    assert upstream.requests()["by_route"] == {"stop": 1}  # a 409 is not retried
+    assert upstream.requests()["by_route"] == {"retrieve": 1, "stop": 1}  # a 409 is not retried
     entry = AuditEntry.objects.get()
     assert (entry.outcome, entry.upstream_status, entry.error) == ("succeeded", 409, "already stopped")
     assert entry.already_stopped
@@ -221,3 +222,57 @@ def test_a_timeout_is_a_banner(client, upstream, settings):
     assert response.status_code == 502
     assert 'data-failure-kind="timeout"' in response.content.decode()
     assert AuditEntry.objects.get().error.startswith("timeout: ")
+
+
+def test_an_operator_cannot_end_a_stopping_item_with_a_second_stop(client, upstream):
+    env, key = environment(upstream, "east")
+    item = start_work(upstream, env["id"], key, state="stopping")
+    as_role(client, "operator")
+
+    page = client.get(f"/environments/{env['id']}/work/{item.id}/").content.decode()
+    assert 'data-action="stop"' not in page and "only an admin can end it at once" in page
+    response = client.post(url(item), {"reason": "again"})
+
+    assert response.status_code == 403
+    assert state_of(upstream, item) == "stopping"
+    entry = AuditEntry.objects.get()
+    assert (entry.action, entry.outcome) == ("force_stop", "denied")
+
+
+def test_an_admins_second_stop_of_a_stopping_item_is_a_force_stop(client, upstream):
+    env, key = environment(upstream, "east")
+    item = start_work(upstream, env["id"], key, state="stopping")
+    as_role(client, "admin")
+
+    confirm = client.get(url(item)).content.decode()
+    assert "data-already-stopping" in confirm and 'name="force" value="1"' in confirm
+    response = client.post(url(item), {"reason": "worker gone"})
+
+    assert response.status_code == 302
+    assert [str(m) for m in get_messages(response.wsgi_request)] == [
+        f"Force-stopped {item.id}: it is now stopped."
+    ]
+    assert state_of(upstream, item) == "stopped"
+    entry = AuditEntry.objects.get()
+    assert (entry.action, entry.outcome, entry.sent) == ("force_stop", "succeeded", {"force": True})
+
+
+def test_a_graceful_stop_on_a_dead_worker_stays_stuck_and_offers_force(client, upstream, settings):
+    from pages_support import fill_index
+
+    settings.STUCK_HEARTBEAT_SECONDS = 0
+    settings.STUCK_STOPPING_SECONDS = 3600
+    env, key = environment(upstream, "east")
+    item = start_work(upstream, env["id"], key, state="stopping")
+    fill_index(upstream, env["id"], key)
+    as_role(client, "admin")
+
+    stuck = client.get("/stuck/").content.decode()
+    assert f'data-work-id="{item.id}"' in stuck
+    assert "Graceful stop cannot complete: no heartbeat for" in stuck
+    page = client.get(f"/environments/{env['id']}/work/{item.id}/").content.decode()
+    assert 'data-lease-status="stuck"' in page
+    assert "the worker is gone" in page and "Threshold (heartbeat)" in page
+    assert 'data-action="force_stop"' in page
+    bulk = client.get(f"/environments/{env['id']}/bulk/", {"selection": "stuck"}).content.decode()
+    assert item.id in bulk and "Graceful stop cannot complete" in bulk

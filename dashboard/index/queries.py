@@ -75,8 +75,16 @@ def stuck_filter(now: datetime | None = None) -> Q:
     stuck clock runs from (``stuck_since`` = ``stuck.reference_time``), and a row is stuck when that is earlier
     than its state's cutoff. Served by a partial index over live rows only."""
     condition = Q(pk__in=[])
-    for state, cutoff in stuck.cutoffs(now or timezone.now()).items():
+    cutoffs = stuck.cutoffs(now or timezone.now())
+    for state, cutoff in cutoffs.items():
         condition |= Q(state=state, stuck_since__lt=cutoff)
+    # A stopping item whose worker stopped heartbeating is stuck too (the graceful stop cannot complete). Few
+    # rows are stopping at any time, so this part needs no index of its own.
+    condition |= Q(state="stopping") & (
+        Q(latest_heartbeat_at__lt=cutoffs["active"])
+        | Q(latest_heartbeat_at__isnull=True, acknowledged_at__lt=cutoffs["active"])
+        | Q(latest_heartbeat_at__isnull=True, acknowledged_at__isnull=True, created_at__lt=cutoffs["active"])
+    )
     return condition
 
 
