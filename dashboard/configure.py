@@ -103,7 +103,29 @@ async def configure(request: HttpRequest) -> HttpResponse:
         }
         key = str(request.POST.get("key", "")).strip()
         problems = _problems(form["environment_id"], key, form["name"])
-        if not problems:
+        refusal = "" if problems else await _check_key(form["environment_id"], key)
+        anyway = request.POST.get("save_anyway") == "1"
+        if refusal and not anyway:
+            # The key is tried before it is saved: one the Work API refuses never replaces one that works.
+            kept = await sync_to_async(
+                EnvironmentKey.objects.filter(environment_id=form["environment_id"]).exists
+            )()
+            problems = [
+                f"Not saved: {refusal}"
+                + (" The key in use is kept." if kept else "")
+                + " Paste it again and tick “Save it anyway” to save it all the same."
+            ]
+            await audit.arecord(
+                user=user,
+                action="configure_key_set",
+                outcome="failed",
+                environment_id=form["environment_id"],
+                sent={"name": form["name"], "key": mask_key(key), "replaced": False},
+                error=refusal[:500],
+                via=audit.via_of(request),
+            )
+            form["offer_anyway"] = "1"
+        elif not problems:
             replaced = await sync_to_async(_save_key)(
                 form["environment_id"], form["name"], key, user.get_username()
             )
@@ -119,9 +141,8 @@ async def configure(request: HttpRequest) -> HttpResponse:
             await sync_to_async(messages.success)(
                 request, f"Environment key for {form['environment_id']} {verb} ({mask_key(key)})."
             )
-            check = await _check_key(form["environment_id"], key)
-            if check:
-                await sync_to_async(messages.warning)(request, check)
+            if refusal:
+                await sync_to_async(messages.warning)(request, f"Saved, but {refusal}")
             return HttpResponseRedirect(reverse("configure"))
     environments, failure = await _environments()
     rows = await sync_to_async(_key_rows)()
@@ -141,14 +162,14 @@ async def configure(request: HttpRequest) -> HttpResponse:
 
 
 async def _check_key(environment_id: str, key: str) -> str:
-    """A warning if the Work API does not accept the key for listing work (empty when it does)."""
+    """Why the Work API does not accept the key for listing work (empty when it does)."""
     async with upstream.client() as api:
         try:
             await api.list_work(environment_id, environment_key=key, limit=1)
         except WorkAPIError as exc:
             banner = upstream.failure_banner(exc)
             request_id = f" (request-id {banner['request_id']})" if banner["request_id"] else ""
-            return f"Saved, but listing the work of {environment_id} with it failed: {banner['message']}{request_id}"
+            return f"listing the work of {environment_id} with it failed: {banner['message']}{request_id}."
     return ""
 
 

@@ -53,15 +53,33 @@ def test_an_admin_adds_a_key_that_is_stored_encrypted_and_shown_masked(admin, up
     assert dashboard_upstream.environment_key_sync(env["id"]) == key
 
 
-def test_replacing_a_key_and_warning_when_the_api_refuses_it(admin, upstream):
+def test_a_key_the_api_refuses_does_not_replace_a_working_one(admin, upstream):
     env, key = environment(upstream, "east")
     wrong = "sk-ant-oat01-" + "w" * 40
 
     response = admin.post("/configure/", {"environment_id": env["id"], "key": wrong})
 
+    assert response.status_code == 400
+    assert EnvironmentKey.objects.get().key() == key  # the working key is kept
+    html = response.content.decode()
+    assert f"Not saved: listing the work of {env['id']} with it failed: " in html
+    assert "The key in use is kept." in html and "(request-id " in html
+    assert 'name="save_anyway"' in html
+    assert wrong not in html
+    entry = AuditEntry.objects.get()
+    assert (entry.action, entry.outcome) == ("configure_key_set", "failed")
+    assert entry.sent == {"name": "", "key": "sk-ant-…wwww", "replaced": False}
+
+    # An admin who confirms saves it all the same, and is told it did not work.
+    response = admin.post("/configure/", {"environment_id": env["id"], "key": wrong, "save_anyway": "1"})
+
     assert response.status_code == 302
     assert EnvironmentKey.objects.get().key() == wrong
-    assert AuditEntry.objects.get().sent == {"name": "", "key": "sk-ant-…wwww", "replaced": True}
+    assert AuditEntry.objects.order_by("-sequence").first().sent == {
+        "name": "",
+        "key": "sk-ant-…wwww",
+        "replaced": True,
+    }
     texts = [str(m) for m in get_messages(response.wsgi_request)]
     assert texts[0] == f"Environment key for {env['id']} replaced (sk-ant-…wwww)."
     assert texts[1].startswith(f"Saved, but listing the work of {env['id']} with it failed: ")

@@ -6,7 +6,7 @@ from pages_support import environment, upstream  # noqa: F401
 from playwright.sync_api import expect
 
 from dashboard.gateway.models import PersonalAccessToken
-from dashboard.models import AuditEntry
+from dashboard.models import AuditEntry, EnvironmentKey
 
 
 def test_a_reload_after_creating_a_token_mints_nothing_and_revoking_asks_for_a_reason(page, shoot, sign_in):
@@ -60,3 +60,23 @@ def test_a_reload_after_creating_a_display_link_creates_nothing(page, sign_in, u
     page.reload()
     expect(page.locator("[data-display-url]")).to_have_count(0)
     expect(page.locator("[data-display-link]")).to_have_count(1)
+
+
+def test_a_wrong_environment_key_does_not_replace_a_working_one(page, shoot, sign_in, upstream):
+    env, key = environment(upstream, "east")
+    sign_in("admin")
+    page.goto("/configure/")
+    page.select_option("#key-environment", env["id"])
+    page.fill("#key-value", "sk-ant-oat01-" + "w" * 40)
+    page.get_by_role("button", name="Save the key").click()
+    expect(page.locator("[data-problems]")).to_contain_text("Not saved")
+    expect(page.get_by_text("The key in use is kept.")).to_be_visible()
+    shoot("configure-wrong-key")
+    assert EnvironmentKey.objects.get(environment_id=env["id"]).key() == key
+    # The environment's work is still listed with the key that works.
+    page.goto(f"/environments/{env['id']}/")
+    expect(page.locator("[data-failure-kind=no_environment_key]")).to_have_count(0)
+    # The refused form answered 400, as it should: the browser logs that, and only that.
+    expected = [e for e in page.browser_errors if "status of 400" in e and e.endswith("/configure/)")]
+    assert len(expected) == 1
+    page.browser_errors.remove(expected[0])
