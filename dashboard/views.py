@@ -22,6 +22,7 @@ from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.core.cache import cache
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
@@ -639,18 +640,24 @@ def stuck_context(sections: list[StuckInEnvironment], freshness: queries.Freshne
 async def stuck_work(request: HtmxHttpRequest) -> HttpResponse:
     """Every stuck work item in every self-hosted environment, with exact counts per environment."""
     now = timezone.now()
+    region = wants_region(request, "stuck-region")
     async with upstream.client() as c:
-        environments = await attempt(self_hosted_environments(c))
+        # The region refreshes itself every feed interval from the work index: the environments list it names
+        # comes from the remembered copy then, so an open page costs the upstream nothing per refresh.
+        environments = await attempt(
+            cached_self_hosted_environments(c) if region else self_hosted_environments(c)
+        )
     sections, freshness = await stuck_sections(environments.value or [], now)
     context = {
         "nav": "stuck",
         "failure": environments.banner,
         "checked_at": now,
+        "refresh_seconds": max(1.0, float(settings.FEED_INTERVAL_SECONDS)),
         "user_can": await sync_to_async(capabilities)(request.user),
         **stuck_context(sections, freshness),
     }
     template = "dashboard/pages/stuck.html"
-    if wants_region(request, "stuck-region"):
+    if region:
         template += "#stuck-region"
     return await render_page(request, template, context, status=502 if environments.error else 200)
 

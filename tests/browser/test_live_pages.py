@@ -118,3 +118,28 @@ def test_the_environment_and_work_item_pages_follow_their_work(page, live_feed, 
     upstream.server_stop(env["id"], followed.id)
     expect(page.locator(f"#item-status-{followed.id} [data-state]")).to_have_text("stopping")
     expect(page.locator("[data-live-status]")).to_be_hidden()
+
+
+def test_the_stuck_page_follows_the_index_without_a_reload(page, live_feed, upstream, sign_in, settings):
+    from pages_support import environment, fill_index, start_work, worker_client
+    from playwright.sync_api import expect
+
+    settings.STUCK_HEARTBEAT_SECONDS = 0
+    env, key = environment(upstream, "Stuck here")
+    first = start_work(upstream, env["id"], key, state="active")
+    fill_index(upstream, env["id"], key)
+    sign_in("viewer")
+    page.goto("/stuck/")
+    page.evaluate("window.stillTheSamePage = true")
+    expect(page.locator("[data-stuck-total]")).to_have_text("1")
+    expect(page.locator(f'tr[data-work-id="{first.id}"]')).to_be_visible()
+
+    # Another item gets stuck and the first is stopped elsewhere: the page follows, within a few refreshes.
+    second = start_work(upstream, env["id"], key, state="active")
+    with worker_client(upstream) as c:
+        c.stop_work(env["id"], first.id, force=True)
+    fill_index(upstream, env["id"], key)  # what the sync does each interval
+    expect(page.locator(f'tr[data-work-id="{second.id}"]')).to_be_visible()
+    expect(page.locator(f'tr[data-work-id="{first.id}"]')).to_have_count(0)
+    expect(page.locator("[data-stuck-total]")).to_have_text("1")
+    assert page.evaluate("window.stillTheSamePage") is True, "the page was reloaded"
