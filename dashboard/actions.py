@@ -561,6 +561,7 @@ async def bulk(request: HttpRequest, env_id: str) -> HttpResponse:
     context: dict[str, Any] = {
         "environment_id": env_id,
         "selection": selection,
+        "may_force": await sync_to_async(can)(request.user, "force_stop"),
         "limit": limit,
         "environment_url": reverse("environment", args=[env_id]),
         "problems": [],
@@ -629,6 +630,11 @@ async def bulk_start(request: HttpRequest, env_id: str) -> HttpResponse:
     """Start a confirmed bulk stop and go to its progress page."""
     _checked_ids(env_id)
     user = request.user
+    force = request.POST.get("mode") == "force_stop"
+    action = "bulk_force_stop" if force else "bulk_stop"
+    # The role first: an operator's bulk force-stop is refused (and audited) whatever the plan says.
+    if force and not await sync_to_async(can)(user, "force_stop"):
+        return await adeny(request, user, action, environment_id=env_id)
     try:
         plan = signing.loads(str(request.POST.get("plan", "")), salt=_PLAN_SALT, max_age=_PLAN_MAX_AGE)
     except signing.BadSignature:
@@ -636,10 +642,6 @@ async def bulk_start(request: HttpRequest, env_id: str) -> HttpResponse:
     if not isinstance(plan, dict) or plan.get("env") != env_id or plan.get("user") != user.pk:
         messages.error(request, "That confirmation has expired or was not for this environment: start again.")
         return HttpResponseRedirect(reverse("environment", args=[env_id]))
-    force = request.POST.get("mode") == "force_stop"
-    action = "bulk_force_stop" if force else "bulk_stop"
-    if force and not await sync_to_async(can)(user, "force_stop"):
-        return await adeny(request, user, action, environment_id=env_id)
     reason, problem = _reason_from(request)
     problems = [problem] if problem else []
     if force and str(request.POST.get("confirm", "")).strip() != plan["phrase"]:
@@ -658,6 +660,7 @@ async def bulk_start(request: HttpRequest, env_id: str) -> HttpResponse:
             "form_action": reverse("bulk_start", args=[env_id]),
             "problems": problems,
             "reason": reason,
+            "may_force": await sync_to_async(can)(user, "force_stop"),
         }
         return await _page(request, "dashboard/actions/bulk_confirm.html", context, 400)
     operation = await sync_to_async(_create_operation)(user, env_id, plan, force, reason)
@@ -807,12 +810,26 @@ def _run_bulk(operation_id: uuid.UUID) -> None:
         connections.close_all()
 
 
+class _AlreadyStopping(Exception):
+    pass
+
+
+ALREADY_STOPPING = "Already stopping: left as it is (ending it at once is a force-stop)."
+
+
 def _stop_one(api: Any, operation: BulkOperation, item: BulkItem, user: Any) -> None:
     force = operation.force
     error = ""
     with upstream.capture_response() as seen:
         try:
+            if not force and api.retrieve_work(operation.environment_id, item.work_id).state == "stopping":
+                # A second graceful stop would end it at once: that is a force-stop, not this operation's to do.
+                raise _AlreadyStopping
             result = api.stop_work(operation.environment_id, item.work_id, force=True if force else None)
+        except _AlreadyStopping:
+            item.status, item.detail = BulkItem.FAILED, ALREADY_STOPPING
+            item.upstream_status, item.request_id = seen["status"], seen["request_id"]
+            outcome, error = "failed", "already stopping"
         except AlreadyStopped as exc:
             item.status, item.detail = BulkItem.ALREADY_STOPPED, "already stopped"
             item.upstream_status, item.request_id = exc.status or 409, exc.request_id or ""

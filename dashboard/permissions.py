@@ -1,7 +1,7 @@
 """Who may do what: three roles held as Django groups, the actions each allows, and the view guard.
 
-Roles rank: a viewer reads, an operator also patches metadata and stops gracefully, an admin also force-stops, runs
-bulk actions and configures environment keys. A superuser is an admin. A signed-in user in no role group has no
+Roles rank: a viewer reads, an operator also patches metadata and stops gracefully (one item or in bulk), an admin
+also force-stops (one item or in bulk) and configures environment keys. A superuser is an admin. A signed-in user in no role group has no
 access at all (closed by default): every page answers 403 to them.
 
 Checks happen in the views through ``require_action`` (or ``can`` inside a view), never only in templates: a
@@ -53,7 +53,8 @@ ACTIONS: dict[str, Role] = {
     "patch_metadata": Role.OPERATOR,
     "stop": Role.OPERATOR,
     "force_stop": Role.ADMIN,
-    "bulk": Role.ADMIN,
+    # Bulk stops are graceful for operators; a bulk force-stop also needs "force_stop".
+    "bulk": Role.OPERATOR,
     "configure": Role.ADMIN,
 }
 

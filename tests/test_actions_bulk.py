@@ -264,16 +264,15 @@ def test_without_an_environment_key_stuck_items_cannot_be_found(admin, upstream)
     assert 'name="plan"' not in page
 
 
-@pytest.mark.parametrize("role", ["viewer", "operator"])
-def test_only_admins_run_bulk_stops(client, upstream, role, stuck_now):
+def test_viewers_run_no_bulk_stops(client, upstream, stuck_now):
     env, key = environment(upstream, "east")
     item = start_work(upstream, env["id"], key).id
-    client.force_login(make_user(role))
+    client.force_login(make_user("viewer"))
     upstream.reset_requests()
 
     assert client.get(f"/environments/{env['id']}/bulk/?selection=stuck").status_code == 403
     response = client.post(
-        f"/environments/{env['id']}/bulk/start/", {"plan": "x", "mode": "force_stop", "reason": "r"}
+        f"/environments/{env['id']}/bulk/start/", {"plan": "x", "mode": "stop", "reason": "r"}
     )
 
     assert response.status_code == 403
@@ -282,10 +281,45 @@ def test_only_admins_run_bulk_stops(client, upstream, role, stuck_now):
     assert (entry.action, entry.outcome, entry.username, entry.environment_id) == (
         "bulk",
         "denied",
-        role,
+        "viewer",
         env["id"],
     )
     assert states(upstream, env["id"], [item]) == ["active"]
+
+
+def test_operators_stop_in_bulk_gracefully_but_never_force(client, upstream, stuck_now):
+    env, key = environment(upstream, "east")
+    items = [start_work(upstream, env["id"], key).id for _ in range(2)]
+    stopping = start_work(upstream, env["id"], key, state="stopping").id
+    client.force_login(make_user("operator"))
+
+    confirm = client.post(f"/environments/{env['id']}/bulk/", {"work_ids": [*items, stopping]})
+    html = confirm.content.decode()
+    assert confirm.status_code == 200
+    assert 'data-bulk-mode="stop"' in html and 'data-bulk-mode="force_stop"' not in html
+    assert "needs the admin role" in html
+    plan = re.search(r'name="plan" value="([^"]+)"', html).group(1)
+
+    forced = client.post(
+        f"/environments/{env['id']}/bulk/start/",
+        {"plan": plan, "mode": "force_stop", "confirm": "east", "reason": "r"},
+    )
+    assert forced.status_code == 403
+    assert AuditEntry.objects.get().action == "bulk_force_stop"
+    assert states(upstream, env["id"], [*items, stopping]) == ["active", "active", "stopping"]
+
+    started = client.post(f"/environments/{env['id']}/bulk/start/", {"plan": plan, "mode": "stop"})
+    assert started.status_code == 400  # the reason is required
+    started = client.post(
+        f"/environments/{env['id']}/bulk/start/", {"plan": plan, "mode": "stop", "reason": "drain"}
+    )
+    assert started.status_code == 302
+    assert actions.wait_for_bulk(BulkOperation.objects.get().pk, timeout=30)
+    # The stopping item is left as it is: a second graceful stop would end it, which is a force-stop.
+    assert states(upstream, env["id"], [*items, stopping]) == ["stopping", "stopping", "stopping"]
+    progress = client.get(started["Location"]).content.decode()
+    assert "Already stopping: left as it is" in progress
+    assert sorted(e.action for e in AuditEntry.objects.filter(via="bulk")) == ["stop", "stop", "stop"]
 
 
 def test_a_tampered_plan_is_refused(admin, upstream):

@@ -820,12 +820,11 @@ def test_forged_posts_of_viewers_and_operators_are_denied_and_audited(client, up
     client.force_login(make_user("operator", username="hand"))
     for label, path, data, action in [
         ("force stop", item_url + "stop/", {"reason": "forged", "force": "1"}, "force_stop"),
-        ("bulk preview", f"/environments/{e}/bulk/", {"work_ids": [w]}, "bulk"),
         (
-            "bulk start",
+            "bulk force-stop",
             f"/environments/{e}/bulk/start/",
-            {"plan": "x", "mode": "stop", "reason": "r"},
-            "bulk",
+            {"plan": "x", "mode": "force_stop", "confirm": "FORCE", "reason": "r"},
+            "bulk_force_stop",
         ),
         (
             "configure a key",

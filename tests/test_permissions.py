@@ -22,7 +22,7 @@ pytestmark = pytest.mark.django_db
 
 MATRIX = {
     "viewer": {"view"},
-    "operator": {"view", "patch_metadata", "stop"},
+    "operator": {"view", "patch_metadata", "stop", "bulk"},
     "admin": set(ACTIONS),
 }
 
