@@ -6,6 +6,7 @@ be overridden by an environment variable, and a malformed one stops the process 
 
 from __future__ import annotations
 
+import contextlib
 import re
 import secrets
 from datetime import timedelta
@@ -18,7 +19,11 @@ from dashboard.env import env_bool, env_float, env_int, env_list, env_str, env_u
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(env_str("DASHBOARD_DATA_DIR", str(BASE_DIR / "var")))
-DATA_DIR.mkdir(parents=True, exist_ok=True)
+# Only the dashboard's own user may read it: it holds the SQLite databases (sessions), the generated secret and the
+# demo's logs (which name the emulator's environment keys).
+DATA_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
+with contextlib.suppress(OSError):
+    DATA_DIR.chmod(0o700)
 
 DEBUG = env_bool("DEBUG", False)
 

@@ -89,6 +89,9 @@ def test_the_demo_serves_the_dashboard_against_the_seeded_emulator(demo):
     assert f"http://127.0.0.1:{emulator_port}/" in printed
     assert "admin / operator / viewer" in printed and "open sesame" in printed
     assert "sk-ant-oat01" not in printed  # environment keys are never printed
+    # The demo's logs (which may name the emulator's keys) are the owner's alone.
+    for log in ("demo-emulator.log", "demo-fleet.log"):
+        assert (output.parent / log).stat().st_mode & 0o777 == 0o600, log
 
     with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
         assert sign_in(client, "viewer", "wrong").status_code == 200  # the form again, with an error

@@ -37,6 +37,13 @@ def test_the_embedded_default_needs_nothing(tmp_path):
     assert (tmp_path / "secret_key").stat().st_mode & 0o077 == 0
 
 
+def test_the_data_directory_it_creates_is_the_owners_alone(tmp_path):
+    data_dir = tmp_path / "data"
+    result = run_check(tmp_path, DASHBOARD_DATA_DIR=str(data_dir))
+    assert result.returncode == 0, result.stderr
+    assert data_dir.stat().st_mode & 0o777 == 0o700
+
+
 @pytest.mark.parametrize(
     ("variable", "value", "message"),
     [

@@ -77,7 +77,7 @@ class Children:
         self, name: str, args: list[str], log_path: Path, env: dict[str, str]
     ) -> subprocess.Popen[bytes]:
         self.logs[name] = log_path
-        with open(log_path, "ab") as log:
+        with open(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as log:
             process = subprocess.Popen(
                 [sys.executable, "manage.py", *args], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
             )
