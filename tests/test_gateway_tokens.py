@@ -119,3 +119,32 @@ def test_the_token_page_needs_a_role() -> None:
     assert client.post(reverse("token_create"), {"name": "x", "expires_in_days": "7"}).status_code == 403
     assert not PersonalAccessToken.objects.exists()
     assert Client().get(reverse("tokens")).status_code == 302  # signed out: to the login page
+
+
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        (lambda user: user.set_password("a new long passphrase"), "password changed"),
+        (lambda user: setattr(user, "is_active", False), "account deactivated"),
+    ],
+)
+def test_a_password_change_or_deactivation_revokes_the_persons_tokens(change, why):
+    ensure_roles()
+    owner = User.objects.create_user("owner", password="an old long passphrase")
+    other = User.objects.create_user("other", password="an old long passphrase")
+    _, first = tokens.mint(owner, "nightly", 7)
+    _, second = tokens.mint(owner, "ad hoc", 7)
+    _, theirs = tokens.mint(other, "theirs", 7)
+    owner.last_login = None
+    owner.save(update_fields=["last_login"])  # an unrelated save revokes nothing
+    assert PersonalAccessToken.objects.filter(revoked_at__isnull=True).count() == 3
+
+    change(owner)
+    owner.save()
+
+    assert sorted(
+        PersonalAccessToken.objects.filter(revoked_at__isnull=True).values_list("name", flat=True)
+    ) == ["theirs"]
+    entry = AuditEntry.objects.get(action="token_revoke")
+    assert (entry.username, entry.reason, entry.sent["count"]) == ("owner", why, 2)
+    assert first not in str(entry.sent) and second not in str(entry.sent)

@@ -8,3 +8,8 @@ class GatewayConfig(AppConfig):
     label = "gateway"
     verbose_name = "Gateway for scripts"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from dashboard.gateway import signals
+
+        signals.connect()
