@@ -11,12 +11,14 @@ only from this site's own origin or a trusted one.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
 from channels.security.websocket import WebsocketDenier
 from django.conf import settings
+from django.contrib.auth import logout
 from django.core.exceptions import DisallowedHost
 from django.http import HttpRequest, HttpResponse
 from django.http.request import split_domain_port, validate_host
@@ -72,6 +74,31 @@ class SecurityHeadersMiddleware:
         response.setdefault("X-Robots-Tag", "noindex, nofollow")
         response.setdefault("Permissions-Policy", "camera=(), microphone=(), geolocation=(), payment=()")
         return response
+
+
+# --- Idle sessions -------------------------------------------------------------------------------------------
+
+# When the session last saw a request of its person (seconds since the epoch), renewed at most once a minute.
+IDLE_KEY = "dashboard_seen_at"
+
+
+class IdleSessionMiddleware:
+    """Signs a person out after ``SESSION_IDLE_MINUTES`` without a request (a page's own refreshes count), so a
+    browser left signed in on a shared console does not stay so for the session's whole life."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        session = getattr(request, "session", None)
+        if session is not None and "_auth_user_id" in session:
+            now = int(time.time())
+            seen = session.get(IDLE_KEY)
+            if isinstance(seen, int) and now - seen > int(settings.SESSION_IDLE_MINUTES) * 60:
+                logout(request)
+            elif not isinstance(seen, int) or now - seen >= 60:
+                session[IDLE_KEY] = now
+        return self.get_response(request)
 
 
 # --- Websocket origins -----------------------------------------------------------------------------------------
