@@ -104,6 +104,25 @@ class Children:
                 process.wait(timeout=5)
 
 
+# The live sockets only send: a client frame is never read, so anything past a few KiB is refused (uvicorn closes
+# the socket with 1009) rather than buffered. The README's production command passes the same flags.
+WS_MAX_SIZE = 64 * 1024
+
+
+def server_config(port: int, host: str = "127.0.0.1") -> Any:
+    """The ASGI server as the demo runs it (and as the README's production command starts it)."""
+    import uvicorn
+
+    return uvicorn.Config(
+        "dashboard.asgi:application",
+        host=host,
+        port=port,
+        log_level="warning",
+        ws_per_message_deflate=False,
+        ws_max_size=WS_MAX_SIZE,
+    )
+
+
 class Command(BaseCommand):
     help = "Run the demo: the emulator, a simulated fleet with misbehaving workers, and the dashboard."
 
@@ -220,15 +239,7 @@ class Command(BaseCommand):
     def _serve(self, port: int, emulator_url: str, password: str, children: Children) -> None:
         import uvicorn
 
-        server = uvicorn.Server(
-            uvicorn.Config(
-                "dashboard.asgi:application",
-                host="127.0.0.1",
-                port=port,
-                log_level="warning",
-                ws_per_message_deflate=False,
-            )
-        )
+        server = uvicorn.Server(server_config(port))
 
         def watch_children() -> None:
             # A dead emulator or fleet would leave a demo that only shows errors: stop instead, and say why.
