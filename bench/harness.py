@@ -410,6 +410,8 @@ class Dashboard(Server):
                 "ANTHROPIC_BASE_URL": emulator.base_url,
                 "ENVIRONMENT_KEYS": ",".join(f"{e.id}={e.key}" for e in environments),
                 "LIVE_REDIS_PREFIX": f"{workspace.redis_prefix}:{name}",
+                # The scenarios sign every screen in as one viewer: lift the per-person socket cap for them.
+                "LIVE_MAX_SOCKETS_PER_USER": "10000",
                 **settings,
             }
         )

@@ -228,6 +228,8 @@ ENVIRONMENT_KEYS = _environment_keys()
 # --- Live feed, history, wall displays, metrics (dashboard.live) -------------------------------------------------
 # One poller per environment reads the queue stats this often and keeps the work index in step (dashboard.index),
 # whatever the number of viewers or instances.
+# Live sockets one signed-in person may hold open on one instance (tabs, wall screens signed in as a person).
+LIVE_MAX_SOCKETS_PER_USER = env_int("LIVE_MAX_SOCKETS_PER_USER", 50, minimum=1, maximum=10_000)
 FEED_INTERVAL_SECONDS = env_float("FEED_INTERVAL_SECONDS", 3.0, minimum=0.2, maximum=60)
 # Queue samples kept for the history charts.
 HISTORY_RETENTION_HOURS = env_int("HISTORY_RETENTION_HOURS", 24, minimum=1, maximum=24 * 365)

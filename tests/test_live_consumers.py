@@ -236,3 +236,23 @@ async def test_a_socket_is_closed_once_its_person_signs_out(live_runtime, upstre
     await sync_to_async(sign_out)()
     output = await comm.receive_output(timeout=2)
     assert output == {"type": "websocket.close", "code": CLOSE_SIGNED_OUT}
+
+
+async def test_one_person_holds_a_bounded_number_of_sockets(live_runtime, upstream, settings):
+    settings.LIVE_MAX_SOCKETS_PER_USER = 3
+    cookie = await viewer_cookie()
+    held = [communicator("/ws/live/", cookie=cookie) for _ in range(3)]
+    for comm in held:
+        assert (await comm.connect())[0]
+    one_more = communicator("/ws/live/", cookie=cookie)
+    assert not (await one_more.connect())[0]
+    # Someone else is not affected, and a closed socket frees its place.
+    other = communicator(
+        "/ws/live/", cookie=await session_cookie(await sync_to_async(make_user)("viewer", "other"))
+    )
+    assert (await other.connect())[0]
+    await held.pop().disconnect()
+    again = communicator("/ws/live/", cookie=cookie)
+    assert (await again.connect())[0]
+    for comm in [*held, other, again]:
+        await comm.disconnect()

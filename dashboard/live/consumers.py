@@ -22,6 +22,7 @@ browser sees the handshake fail, and htmx does not retry a refusal).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import re
@@ -33,6 +34,7 @@ from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.utils import await_many_dispatch
+from django.conf import settings
 
 from dashboard.live import fanout, metrics
 from dashboard.live.feed import LiveRuntime, env_key, group_name, runtime, work_key
@@ -44,6 +46,9 @@ _WORK_ID = re.compile(r"work_[A-Za-z0-9_-]{1,100}")
 # Bounds on what one socket may ask for: the overview and displays list environments, a page shows at most 100 rows.
 MAX_ENVIRONMENTS = 500
 MAX_ROWS = 100
+# Open sockets per signed-in person in this process (LIVE_MAX_SOCKETS_PER_USER caps them): a script opening
+# hundreds of sockets, each watching made-up work ids, must not turn into upstream calls on the organization's key.
+_open_by_user: collections.Counter[Any] = collections.Counter()
 # Close codes (4000-4999 are the application's): htmx reconnects only after abnormal closes, never after these.
 CLOSE_REVOKED = 4403
 CLOSE_SIGNED_OUT = 4401
@@ -146,6 +151,12 @@ class LiveConsumer(AsyncWebsocketConsumer):
         if user is None or not user.is_authenticated or not await database_sync_to_async(_can_view)(user):
             await self.close()
             return
+        if _open_by_user[user.pk] >= int(settings.LIVE_MAX_SOCKETS_PER_USER):
+            logger.warning(
+                "Refused a live socket: user %s already has %d open", user.pk, _open_by_user[user.pk]
+            )
+            await self.close()
+            return
         environment_id = kwargs.get("env_id")
         work_id = kwargs.get("work_id")
         self.user_id = user.pk
@@ -175,6 +186,8 @@ class LiveConsumer(AsyncWebsocketConsumer):
         await self.runtime.relay.join(self, groups)
         await self.accept()
         self.accepted = True
+        if self.user_id is not None:
+            _open_by_user[self.user_id] += 1
         metrics.WEBSOCKETS_OPEN.labels(kind).inc()
         if self.user_id is not None:
             self.recheck = asyncio.create_task(self._recheck_sign_in(self.user_id))
@@ -253,6 +266,10 @@ class LiveConsumer(AsyncWebsocketConsumer):
         if getattr(self, "accepted", False):
             metrics.WEBSOCKETS_OPEN.labels(self.kind).dec()
             self.accepted = False
+            if self.user_id is not None:
+                _open_by_user[self.user_id] -= 1
+                if _open_by_user[self.user_id] <= 0:
+                    del _open_by_user[self.user_id]
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         # Read-only: whatever a client sends is ignored.
