@@ -110,12 +110,31 @@ def _ids_from(kwargs: dict[str, Any]) -> tuple[str, str]:
 _SECRET_FIELDS = {"csrfmiddlewaretoken", "password", "token", "secret", "api_key", "environment_key"}
 
 
+DENIED_BYTES = 4096
+
+
 def _submitted(request: HttpRequest, action: str) -> dict[str, Any]:
     """What a refused request tried to send, bounded, without credentials (the configuration form's "key" field
     is an environment key; anything else shaped like a credential is redacted too)."""
     hidden = _SECRET_FIELDS | ({"key"} if action == "configure" else set())
-    fields = {key: request.POST.getlist(key)[:50] for key in list(request.POST)[:50] if key not in hidden}
-    return {key: [redact(str(value)[:600]) for value in values] for key, values in fields.items()}
+    # Every field's name, and values only until DENIED_BYTES are used: anyone with a login can send refused
+    # requests, and the append-only log must not grow by their size.
+    budget = DENIED_BYTES
+    submitted: dict[str, Any] = {}
+    for key in list(request.POST)[:50]:
+        if key in hidden:
+            continue
+        values: list[str] = []
+        for value in request.POST.getlist(key)[:20]:
+            text = redact(str(value)[:200])
+            if len(text) > budget:
+                values.append("…")
+                budget = 0
+                break
+            budget -= len(text)
+            values.append(text)
+        submitted[key[:100]] = values
+    return submitted
 
 
 def deny(
@@ -138,7 +157,7 @@ def deny(
             outcome="denied",
             environment_id=environment_id,
             work_id=work_id,
-            reason=str(request.POST.get("reason", ""))[:2000],
+            reason=str(request.POST.get("reason", ""))[:500],
             sent=sent if sent is not None else _submitted(request, action),
             error=f"Needs the {needed.group_name if needed else 'unknown'} role.",
             via=audit.via_of(request),

@@ -8,6 +8,7 @@ request counters and the items' state), and what the audit log says.
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -299,6 +300,20 @@ def test_a_viewer_token_reads_but_cannot_patch(setup: Setup) -> None:
         ("patch_metadata", "denied"),
         ("stop", "denied"),
     ]
+
+
+def test_a_refused_large_body_is_audited_by_its_outline(setup: Setup) -> None:
+    viewer = make_user("vince", "viewer")
+    work = setup.sdk(make_token(viewer, "report")).beta.environments.work
+    metadata = {f"key{n}": "v" * 500 for n in range(40)}
+
+    with pytest.raises(anthropic.PermissionDeniedError):
+        work.update(setup.items[0]["id"], environment_id=setup.env_id, metadata=metadata)
+
+    entry = AuditEntry.objects.get()
+    assert entry.outcome == "denied"
+    assert sent_of(entry)["body"] == {"outline": {"fields": ["metadata"], "metadata_keys": list(metadata)}}
+    assert len(json.dumps(sent_of(entry))) < 2048
 
 
 def test_a_user_without_a_role_gets_nothing(setup: Setup) -> None:

@@ -4,6 +4,7 @@ actions a person is offered by role."""
 
 from __future__ import annotations
 
+import json
 import re
 from types import SimpleNamespace
 
@@ -183,3 +184,21 @@ def test_the_item_actions_offered_by_role(role, state, offered):
     assert re.findall(r'data-action="(\w+)"', html) == offered
     if not offered:
         assert "<a" not in html and "<button" not in html and "<form" not in html
+
+
+def test_a_refused_request_is_audited_in_a_few_kilobytes(client, upstream):
+    env, key = environment(upstream, "east")
+    item = start_work(upstream, env["id"], key)
+    client.force_login(make_user("viewer"))
+    fields = {f"field{n}": ["v" * 600] * 20 for n in range(49)}
+
+    response = client.post(
+        f"/environments/{env['id']}/work/{item.id}/stop/", {"reason": "r" * 5000, **fields}
+    )
+
+    assert response.status_code == 403
+    entry = AuditEntry.objects.get()
+    assert entry.outcome == "denied"
+    assert set(entry.sent) >= set(fields)  # every field is named
+    stored = len(json.dumps(entry.sent)) + len(entry.reason)
+    assert stored < 8 * 1024, stored

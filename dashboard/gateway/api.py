@@ -101,6 +101,23 @@ def _needed_role(action: str) -> str:
     return needed.group_name if needed is not None else "unknown"
 
 
+# A refused body is kept whole when small; a larger one by its outline (field names, metadata keys), so refused
+# calls, which any token can make, do not grow the append-only audit log by their size.
+REFUSED_BODY_BYTES = 1024
+
+
+def refused_body(body: Any) -> Any:
+    if body is None or len(json.dumps(body, default=str)) <= REFUSED_BODY_BYTES:
+        return body
+    if not isinstance(body, dict):
+        return {"outline": type(body).__name__}
+    outline: dict[str, Any] = {"fields": [str(key)[:100] for key in list(body)[:50]]}
+    metadata = body.get("metadata")
+    if isinstance(metadata, dict):
+        outline["metadata_keys"] = [str(key)[:100] for key in list(metadata)[:50]]
+    return {"outline": outline}
+
+
 class _Gateway:
     """One authenticated call: the token, what it asks for, and how it is answered and recorded."""
 
@@ -135,7 +152,7 @@ class _Gateway:
 
     async def deny(self, action: str, message: str, *, body: Any = None) -> HttpResponse:
         GATEWAY_REFUSALS.labels("forbidden").inc()
-        await self.record(action=action, outcome="denied", sent=self.sent(body), error=message)
+        await self.record(action=action, outcome="denied", sent=self.sent(refused_body(body)), error=message)
         return error_response(403, "permission_error", message)
 
     async def role_allows(self, action: str) -> bool:
@@ -232,7 +249,9 @@ class _Gateway:
                 f"A reason is required for {action}: send it in the {REASON_HEADER} header "
                 f"(e.g. '{REASON_HEADER}: INC-1234 draining stuck sessions')."
             )
-            await self.record(action=action, outcome="denied", sent=self.sent(body), error=message)
+            await self.record(
+                action=action, outcome="denied", sent=self.sent(refused_body(body)), error=message
+            )
             return error_response(400, "invalid_request_error", message)
         # The body is re-encoded from what was checked, so the upstream acts on exactly what the role check saw
         # (duplicate keys in the original, for one, cannot be read differently upstream).
