@@ -128,3 +128,24 @@ def test_a_link_for_every_environment_shows_each_of_them(client, upstream):
     client.logout()
     page = client.get(f"/display/{token}/").content.decode()
     assert f'id="wall-{first["id"]}"' in page and f'id="wall-{second["id"]}"' in page
+
+
+def test_openings_of_a_link_are_audited_once_an_hour_with_their_count(client, upstream):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    link = DisplayLink(name="Lobby", environments=[])
+    token = link.issue_token()
+    link.save()
+    for _ in range(5):
+        assert client.get(f"/display/{token}/").status_code == 200
+
+    entries = AuditEntry.objects.filter(action="display_opened")
+    assert [entry.sent["openings"] for entry in entries] == [1]
+    # An hour on, the next opening is audited with the four before it.
+    DisplayLink.objects.filter(pk=link.pk).update(
+        last_audited_at=timezone.now() - timedelta(hours=1, seconds=1)
+    )
+    assert client.get(f"/display/{token}/").status_code == 200
+    assert sorted(entry.sent["openings"] for entry in entries.all()) == [1, 5]

@@ -64,6 +64,9 @@ class DisplayLink(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     last_opened_at = models.DateTimeField(null=True, blank=True)
+    # Openings are audited grouped: one entry per link per hour, counting the openings since the previous entry.
+    openings_unaudited = models.PositiveIntegerField(default=0)
+    last_audited_at = models.DateTimeField(null=True, blank=True)
 
     objects: Any = DisplayLinkManager()
 
