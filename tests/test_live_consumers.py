@@ -125,6 +125,8 @@ async def test_the_overview_socket_only_forwards_the_environments_its_page_shows
     await wait_until(lambda: {shown["id"], other["id"]} <= set(live_runtime.feeds))
     for _ in range(int(3 / INTERVAL)):
         text = await comm.receive_from(timeout=2)
+        if 'id="overview-refresh"' in text:
+            continue  # the list of environments changed since the page was drawn: it asks for its tiles again
         assert f"figures-{shown['id']}" in text
         assert other["id"] not in text
     await comm.disconnect()

@@ -57,6 +57,12 @@ CLOSE_SIGNED_OUT = 4401
 CLOSE_BEHIND = 1013
 # Tells a wall display's page (static/live.js) to load itself again.
 RELOAD_DISPLAY = '<div id="wall-reload" hx-swap-oob="true" hidden data-reload></div>'
+# The overview's list of environments changed: the element asks for the tiles region again once (the page's own
+# Refresh), which brings the new tiles and a socket for them.
+REFRESH_OVERVIEW = (
+    '<div id="overview-refresh" hx-swap-oob="true" hidden hx-get="/" hx-target="#tiles" hx-swap="outerHTML"'
+    ' hx-trigger="load" data-refresh></div>'
+)
 
 
 def _valid(pattern: re.Pattern[str], values: list[str], limit: int) -> list[str]:
@@ -198,7 +204,8 @@ class LiveConsumer(AsyncWebsocketConsumer):
         requested = _valid(_ENVIRONMENT_ID, query.get("env", []), MAX_ENVIRONMENTS)
         environments = await self._known_environments(requested)
         self.environments = set(environments)
-        await self._start("overview", [group_name("overview")], [env_key(e) for e in environments])
+        groups = [group_name("overview"), group_name("directory")]
+        await self._start("overview", groups, [env_key(e) for e in environments])
         cached = await self.runtime.cached(environments)
         text = "".join(payload["tile"] for payload in cached if payload)
         if text:
@@ -307,6 +314,8 @@ class LiveConsumer(AsyncWebsocketConsumer):
         """The list of environments changed: a display showing all of them reloads to show the new list."""
         link = getattr(self, "display_link", None)
         if link is None:
+            if self.kind == "overview" and set(event.get("environments", [])) != self.environments:
+                await self.send(text_data=REFRESH_OVERVIEW)
             return
         shown = {e for e in event.get("environments", []) if link.shows(e)}
         if shown != self.environments:

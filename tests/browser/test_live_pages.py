@@ -143,3 +143,25 @@ def test_the_stuck_page_follows_the_index_without_a_reload(page, live_feed, upst
     expect(page.locator(f'tr[data-work-id="{first.id}"]')).to_have_count(0)
     expect(page.locator("[data-stuck-total]")).to_have_text("1")
     assert page.evaluate("window.stillTheSamePage") is True, "the page was reloaded"
+
+
+def test_a_new_environment_appears_on_the_overview_without_a_reload(page, live_feed, upstream, sign_in):
+    from pages_support import environment
+    from playwright.sync_api import expect
+
+    first, _ = environment(upstream, "First")
+    sign_in("viewer")
+    page.goto("/")
+    expect(page.locator(f"#live-tile-{first['id']}")).to_have_attribute(
+        "data-live-at", re.compile(r"^\d{4}-")
+    )
+    page.evaluate("window.stillTheSamePage = true")
+
+    second, _ = environment(upstream, "Second")
+
+    expect(page.locator(f"#tile-{second['id']}")).to_be_visible(timeout=15_000)
+    expect(page.locator(f"#live-tile-{second['id']}")).to_have_attribute(
+        "data-live-at", re.compile(r"^\d{4}-")
+    )
+    expect(page.locator(f"#tile-{first['id']}")).to_be_visible()
+    assert page.evaluate("window.stillTheSamePage") is True, "the page was reloaded"
