@@ -634,3 +634,16 @@ def test_state_survives_a_restart_and_seeding_is_idempotent(start_emulator, tmp_
     }
     states = {item["state"] for item in after}
     assert states == {"queued", "starting", "active", "stopping", "stopped"}
+
+
+def test_a_body_of_only_whitespace_is_not_json(emulator, http, env):
+    env_id, key = env
+    emulator.enqueue(env_id)
+    item, _ = claim(http, env_id, key, emulator.api_key)
+    headers = {"x-api-key": emulator.api_key, "Content-Type": "application/json"}
+
+    refused = http.post(work_path(env_id, f"/{item['id']}"), content=b" ", headers=headers)
+
+    assert_envelope(refused, 400, "invalid_request_error")
+    # No body at all is an empty object, as the SDK sends it.
+    assert http.post(work_path(env_id, f"/{item['id']}"), content=b"", headers=headers).status_code == 200

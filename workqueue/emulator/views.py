@@ -130,8 +130,9 @@ def _method_not_allowed(request: HttpRequest) -> HttpResponse:
 
 
 def _json_object(request: HttpRequest) -> dict[str, Any]:
-    """The JSON object body; an empty body counts as ``{}`` (the SDK sends JSON content type with no body)."""
-    if not request.body.strip():
+    """The JSON object body; an empty body counts as ``{}`` (the SDK sends JSON content type with no body). A body
+    of only whitespace is not JSON: 400, as a JSON parser would answer."""
+    if not request.body:
         return {}
     try:
         body = json.loads(request.body)
