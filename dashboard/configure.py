@@ -89,6 +89,21 @@ def _save_key(environment_id: str, name: str, key: str, username: str) -> bool:
     return not created
 
 
+async def _audit_key_set(
+    request: HttpRequest, form: dict[str, str], key: str, outcome: str, *, replaced: bool, error: str = ""
+) -> None:
+    """The audit entry of an attempt to add or replace a key (the key masked)."""
+    await audit.arecord(
+        user=request.user,
+        action="configure_key_set",
+        outcome=outcome,
+        environment_id=form["environment_id"],
+        sent={"name": form["name"], "key": mask_key(key), "replaced": replaced},
+        error=error,
+        via=audit.via_of(request),
+    )
+
+
 @require_http_methods(["GET", "POST"])
 @require_action("configure")
 async def configure(request: HttpRequest) -> HttpResponse:
@@ -115,28 +130,13 @@ async def configure(request: HttpRequest) -> HttpResponse:
                 + (" The key in use is kept." if kept else "")
                 + " Paste it again and tick “Save it anyway” to save it all the same."
             ]
-            await audit.arecord(
-                user=user,
-                action="configure_key_set",
-                outcome="failed",
-                environment_id=form["environment_id"],
-                sent={"name": form["name"], "key": mask_key(key), "replaced": False},
-                error=refusal[:500],
-                via=audit.via_of(request),
-            )
+            await _audit_key_set(request, form, key, "failed", replaced=False, error=refusal[:500])
             form["offer_anyway"] = "1"
         elif not problems:
             replaced = await sync_to_async(_save_key)(
                 form["environment_id"], form["name"], key, user.get_username()
             )
-            await audit.arecord(
-                user=user,
-                action="configure_key_set",
-                outcome="succeeded",
-                environment_id=form["environment_id"],
-                sent={"name": form["name"], "key": mask_key(key), "replaced": replaced},
-                via=audit.via_of(request),
-            )
+            await _audit_key_set(request, form, key, "succeeded", replaced=replaced)
             verb = "replaced" if replaced else "added"
             await sync_to_async(messages.success)(
                 request, f"Environment key for {form['environment_id']} {verb} ({mask_key(key)})."

@@ -160,6 +160,16 @@ def _graceful_stop_cannot_complete(item: WorkItem, now: datetime) -> str | None:
     )
 
 
+def _heartbeat_phrase(item: WorkItem, now: datetime) -> tuple[float, str]:
+    """Seconds since the item's last sign of life (heartbeat, else acknowledgement, else creation), and a phrase
+    saying so for the lease panel."""
+    since, what = _heartbeat_reference(item)
+    age = (now - since).total_seconds()
+    if what == "heartbeat":
+        return age, f"last heartbeat {humanize_seconds(age)} ago"
+    return age, f"no heartbeat yet ({humanize_seconds(age)} since {what})"
+
+
 def is_stuck(item: WorkItem, now: datetime) -> bool:
     return stuck_reason(item, now) is not None
 
@@ -182,8 +192,7 @@ def lease_health(item: WorkItem, now: datetime) -> dict[str, Any]:
         "stuck_reason": reason,
     }
     if item.state in ("starting", "active"):
-        since, what = _heartbeat_reference(item)
-        age = (now - since).total_seconds()
+        age, label = _heartbeat_phrase(item, now)
         if reason:
             status = "stuck"
         elif age > limits["heartbeat"] / 2:
@@ -191,21 +200,11 @@ def lease_health(item: WorkItem, now: datetime) -> dict[str, Any]:
             status = "late"
         else:
             status = "healthy"
-        label = (
-            f"last heartbeat {humanize_seconds(age)} ago"
-            if what == "heartbeat"
-            else f"no heartbeat yet ({humanize_seconds(age)} since {what})"
-        )
         health.update(status=status, label=label)
     elif item.state == "stopping":
-        since, what = _heartbeat_reference(item)
-        age = (now - since).total_seconds()
-        dead = _graceful_stop_cannot_complete(item, now) is not None
-        beat = (
-            f"last heartbeat {humanize_seconds(age)} ago"
-            if what == "heartbeat"
-            else f"no heartbeat yet ({humanize_seconds(age)} since {what})"
-        )
+        age, beat = _heartbeat_phrase(item, now)
+        # The worker is gone (the rule of _graceful_stop_cannot_complete).
+        dead = age > limits["heartbeat"]
         health.update(
             status="stuck" if reason else "healthy",
             label=(
