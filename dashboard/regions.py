@@ -50,6 +50,7 @@ class IndexFigures:
     stuck: int
     total: int
     note: str = ""
+    mark: str = ""
 
 
 def index_figures(environment_ids: Sequence[str], now: datetime) -> dict[str, IndexFigures]:
@@ -66,7 +67,7 @@ def index_figures(environment_ids: Sequence[str], now: datetime) -> dict[str, In
     for environment_id in ids:
         found = counts.get(environment_id) or queries.Counts(environment_id)
         note = "" if filled.get(environment_id) else "The work index is still filling: counts may grow."
-        figures[environment_id] = IndexFigures(found.active, found.stuck, found.total, note)
+        figures[environment_id] = IndexFigures(found.active, found.stuck, found.total, note, found.mark)
     return figures
 
 
@@ -84,6 +85,7 @@ def apply_index_figures(
     elif figures is not None:
         snapshot.active, snapshot.stuck = figures.active, figures.stuck
         snapshot.listed, snapshot.counts_capped = figures.total, False
+        snapshot.index_mark = figures.mark
         if not (keep_note and snapshot.counts_note):
             snapshot.counts_note = figures.note
     return snapshot

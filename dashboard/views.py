@@ -431,11 +431,17 @@ async def environment(request: HtmxHttpRequest, env_id: str) -> HttpResponse:
     now = timezone.now()
     key = await upstream.environment_key(env_id)
     async with upstream.client() as c:
-        env, stats, reads = await asyncio.gather(
-            attempt(c.retrieve_environment(env_id)),
-            attempt(c.work_stats(env_id)),
-            list_environment_work(c, env_id, query, now),
-        )
+        if region:
+            # The list alone (the live page asks for it when the index's counts change): no environment or stats
+            # read, so following an environment costs the upstream nothing per refresh.
+            env, stats = Outcome[Environment](), Outcome[QueueStats]()
+            reads = await list_environment_work(c, env_id, query, now)
+        else:
+            env, stats, reads = await asyncio.gather(
+                attempt(c.retrieve_environment(env_id)),
+                attempt(c.work_stats(env_id)),
+                list_environment_work(c, env_id, query, now),
+            )
     if isinstance(env.error, NotFound):
         return await problem(
             request,
@@ -459,6 +465,7 @@ async def environment(request: HtmxHttpRequest, env_id: str) -> HttpResponse:
         "listing": listing,
         # A dict: a template reads ``counts.total`` as ``counts["total"]`` first, which ``Counts`` answers per state.
         "counts": {**reads.counts.by_state, "total": reads.counts.total, "stuck": reads.counts.stuck},
+        "index_mark": reads.counts.mark,
         "freshness": reads.freshness,
         "query": query,
         "params": query.params(),
@@ -566,9 +573,16 @@ async def work_item(request: HtmxHttpRequest, env_id: str, work_id: str) -> Http
             for key, value in item.value.raw.items()
             if key != "secret"
         )
-    return await render_page(
-        request, "dashboard/pages/work_item.html", context, status=502 if item.error else 200
-    )
+        context["item_mark"] = queries.item_mark(
+            item.value.state,
+            bool(context["stuck_reason"]),
+            item.value.stop_requested_at is not None,
+            item.value.metadata,
+        )
+    template = "dashboard/pages/work_item.html"
+    if wants_region(request, "item-body"):
+        template += "#item-body"
+    return await render_page(request, template, context, status=502 if item.error else 200)
 
 
 # --- Stuck work --------------------------------------------------------------------------------------------------

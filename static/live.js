@@ -144,8 +144,51 @@
       reloading = true;
       window.setTimeout(function () { window.location.reload(); }, 500 + Math.random() * 4500);
     }
+    followIndex();
     refresh();
   });
+
+  // --- Lists that follow the work index -------------------------------------------------------------------------
+  // A list region carries data-index-mark: the index's counts it was drawn from. The feed's frames carry the
+  // environment's current mark ([data-index-mark-for=<region id>]). When they differ, the region asks for itself
+  // again (this page's address, the region as htmx target): new rows appear and every count follows, no reload.
+  // Not while rows are selected in it: a note says the list changed, and the selection stays.
+
+  var listAskedAt = {};
+
+  function followIndex() {
+    if (!window.htmx) {
+      return;
+    }
+    var marks = document.querySelectorAll("[data-index-mark-for]");
+    for (var i = 0; i < marks.length; i++) {
+      var id = marks[i].getAttribute("data-index-mark-for");
+      var region = document.getElementById(id);
+      var live = marks[i].getAttribute("data-index-mark");
+      if (!region || !live || !region.hasAttribute("data-index-mark")) {
+        continue;
+      }
+      var note = region.querySelector("[data-index-changed]");
+      if (live === region.getAttribute("data-index-mark")) {
+        if (note) {
+          note.hidden = true;
+        }
+        continue;
+      }
+      if (region.querySelector("input[type=checkbox]:checked")) {
+        if (note) {
+          note.hidden = false;
+        }
+        continue;
+      }
+      if (Date.now() - (listAskedAt[id] || 0) < 2000) {
+        continue; // at most one re-read every two seconds; the next frame asks again if it is still behind
+      }
+      listAskedAt[id] = Date.now();
+      region.setAttribute("data-index-mark", live);
+      window.htmx.ajax("GET", window.location.pathname + window.location.search, { target: "#" + id, swap: "outerHTML" });
+    }
+  }
 
   // --- Regions ------------------------------------------------------------------------------------------------
 
@@ -214,7 +257,9 @@
       if (entry.signedOut) {
         return { state: "signed-out", text: "Signed out: live updates stopped. Reload the page to sign in again." };
       }
-      if (!entry.open && (entry.everOpened || now - pageLoadedAt > 3000)) {
+      // A socket that never opened is given three seconds (from the page's load, or from when a region that
+      // re-read itself brought it) before the badge calls it lost.
+      if (!entry.open && (entry.everOpened || now - Math.max(pageLoadedAt, entry.since) > 3000)) {
         return {
           state: "disconnected",
           text: "Connection lost since " + timeOfDay(entry.since) + "; reconnecting. The numbers shown are from before.",

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import shlex
 from collections import defaultdict
@@ -135,6 +136,12 @@ class Counts:
     def __getitem__(self, state: str) -> int:
         return self.by_state.get(state, 0)
 
+    @property
+    def mark(self) -> str:
+        """The counts in one word: when it changes, a page's list of this environment's work is out of date."""
+        states = ".".join(str(self[state]) for state in WorkState.values)
+        return f"{states}.{self.stuck}"
+
 
 def state_counts(environment_ids: Iterable[str] | None = None) -> dict[str, dict[str, int]]:
     """``{environment_id: {state: n}}`` with every state present (0 where none)."""
@@ -163,6 +170,13 @@ def environment_counts(
         environment_id: Counts(environment_id, states, stuck_by_env.get(environment_id, 0))
         for environment_id, states in by_state.items()
     }
+
+
+def item_mark(state: str, is_stuck: bool, stop_requested: bool, metadata: dict[str, str]) -> str:
+    """What of a work item, when it changes, makes its page out of date (state, stuck, stop requested, metadata),
+    in one word. The page computes it from what it shows, the feed from the index's row: equal when they agree."""
+    digest = hashlib.sha256(json.dumps(metadata, sort_keys=True).encode()).hexdigest()[:16]
+    return f"{state}.{int(is_stuck)}.{int(stop_requested)}.{digest}"
 
 
 # --- search --------------------------------------------------------------------------------------------------

@@ -295,6 +295,10 @@ class LiveConsumer(AsyncWebsocketConsumer):
         if event.get("environment_id") in self.environments:
             await self.send(text_data=event["text"])
 
+    async def live_headline(self, event: dict[str, Any]) -> None:
+        if self.kind == "overview":
+            await self.send(text_data=event["text"])
+
     async def live_environment(self, event: dict[str, Any]) -> None:
         await self._send_environment(event["text"], event.get("rows") or {})
 

@@ -42,6 +42,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from dashboard import budget, stuck, upstream
+from dashboard.index import queries
 from dashboard.index.models import IndexedWork
 from dashboard.index.sync import EnvironmentSync, SyncRound
 from dashboard.live import conf, fanout, metrics
@@ -200,6 +201,9 @@ def _row_view(row: IndexedWork, now: datetime) -> ItemView:
         stopped_at=row.stopped_at,
         stuck_reason=health.get("stuck_reason"),
         lease=health,
+        mark=queries.item_mark(
+            row.state, bool(health.get("stuck_reason")), row.stop_requested_at is not None, row.metadata
+        ),
     )
 
 
@@ -463,6 +467,9 @@ class LiveRuntime:
         self._displays_read_at = -math.inf
         self._pruned_at = -math.inf
         self._announced: frozenset[str] | None = None
+        # The overview's headline as last sent from here: its figures and when (``_publish_headline``).
+        self._headline_figures: tuple[int, int] | None = None
+        self._headline_sent_at = -math.inf
         self.stopped = False
 
     # --- lifecycle
@@ -610,6 +617,28 @@ class LiveRuntime:
             await fanout.group_send(
                 group_name("work", environment_id, work_id), {"type": "live.item", "text": text}
             )
+        await self._publish_headline()
+
+    async def _publish_headline(self) -> None:
+        """The overview's headline sums the tiles of every environment, whichever instance feeds them: after a
+        tile goes out it is drawn again from every environment's cached snapshot, and sent when its figures
+        changed, else at most once an interval (its freshness line ages)."""
+        entries = self._directory
+        if not entries:
+            return
+        payloads = await read_cached(self.coordinator, [entry["id"] for entry in entries])
+        numbers = [payload.get("numbers") or {} for payload in payloads if payload]
+        stuck_total = sum(n.get("stuck") or 0 for n in numbers)
+        starving = sum(1 for n in numbers if n.get("depth") and n.get("workers_polling") == 0)
+        figures = (stuck_total, starving)
+        if (
+            figures == self._headline_figures
+            and time.monotonic() - self._headline_sent_at < conf.feed_interval()
+        ):
+            return
+        self._headline_figures, self._headline_sent_at = figures, time.monotonic()
+        text = await database_sync_to_async(render_headline)(stuck_total, starving, timezone.now())
+        await fanout.group_send(group_name("overview"), {"type": "live.headline", "text": text})
 
     # --- the supervisor
 
@@ -748,6 +777,20 @@ def feed_client() -> WorkAPIClient:
         workspace_id=settings.ANTHROPIC_WORKSPACE_ID or None,
         transport=metrics.instrumented_transport(),
     )
+
+
+def render_headline(stuck_total: int, starving_count: int, now: datetime) -> str:
+    """The overview's headline partial, as the page's GET renders it (``regions.overview_context``)."""
+    from django.template.loader import render_to_string
+
+    context = {
+        "checked_at": now,
+        "stuck_total": stuck_total,
+        "starving_count": starving_count,
+        "freshness": queries.freshness(now=now),
+        "oob": True,
+    }
+    return render_to_string("dashboard/pages/overview.html#headline", context)
 
 
 # --- Shared state without a runtime (pages) -----------------------------------------------------------------------

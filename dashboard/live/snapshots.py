@@ -82,6 +82,8 @@ class ItemView:
     stopped_at: datetime | None
     stuck_reason: str | None
     lease: dict[str, Any]
+    # ``queries.item_mark`` of the row: the item page re-reads itself when it differs from the page's.
+    mark: str = ""
 
 
 @dataclass
@@ -101,6 +103,8 @@ class Snapshot:
     counts_capped: bool = False
     # Why there are no active/stuck counts (no environment key), when there are none.
     counts_note: str = ""
+    # The work index's counts in one word (``queries.Counts.mark``): a page's list re-reads itself when it changes.
+    index_mark: str = ""
     stale: Staleness | None = None
     history: list[HistoryPoint] = field(default_factory=list)
     items: dict[str, ItemView] = field(default_factory=dict)

@@ -165,3 +165,70 @@ def test_a_new_environment_appears_on_the_overview_without_a_reload(page, live_f
     )
     expect(page.locator(f"#tile-{first['id']}")).to_be_visible()
     assert page.evaluate("window.stillTheSamePage") is True, "the page was reloaded"
+
+
+def test_every_page_tells_the_same_story_without_a_reload(page, live_feed, upstream, sign_in, settings):
+    """The headline, the tile, the stuck page and the item page show the same stuck count and the same state of an
+    item stopped elsewhere, each within two feed intervals, and a new row appears on the environment page: all from
+    the live feed's own sync of the work index, with no page reloaded."""
+    from pages_support import environment, start_work, worker_client
+    from playwright.sync_api import expect
+
+    settings.STUCK_HEARTBEAT_SECONDS = 0  # every active item is stuck at once
+    # Two intervals, and the time a region takes to be read and drawn again.
+    within = int((2 * max(1.0, INTERVAL) + 3) * 1000)
+    env, key = environment(upstream, "Told the same")
+    env_id = env["id"]
+    first = start_work(upstream, env_id, key, state="active")
+    second = start_work(upstream, env_id, key, state="active")
+    sign_in("operator")
+
+    page.goto("/")
+    tabs = {"overview": page}
+    for name, path in (
+        ("stuck", "/stuck/"),
+        ("item", f"/environments/{env_id}/work/{first.id}/"),
+        ("environment", f"/environments/{env_id}/"),
+    ):
+        tab = page.context.new_page()
+        tab.on("console", page.browser_errors.console)
+        tab.on("pageerror", page.browser_errors.page_error)
+        tab.goto(path)
+        tabs[name] = tab
+    overview, stuck_page, item, env_page = tabs["overview"], tabs["stuck"], tabs["item"], tabs["environment"]
+    for tab in tabs.values():
+        tab.evaluate("window.stillTheSamePage = true")
+
+    # The feed fills the index by itself: two stuck items, the same number everywhere.
+    expect(overview.locator("[data-headline-stuck]")).to_have_text("2 stuck items", timeout=within + 5_000)
+    expect(overview.locator(f"#figures-{env_id} [data-figure=stuck]")).to_have_text("2", timeout=within)
+    expect(stuck_page.locator("[data-stuck-total]")).to_have_text("2", timeout=within)
+    expect(item.locator(f"#item-status-{first.id} [data-state]")).to_have_text("active")
+    expect(item.locator(f"#item-status-{first.id} .badge.stuck")).to_be_visible()
+    expect(item.locator("#item-body [data-action=stop]")).to_be_visible()
+
+    # Stopped elsewhere (a worker's client, not this dashboard).
+    with worker_client(upstream) as c:
+        c.stop_work(env_id, first.id, force=True)
+
+    expect(overview.locator("[data-headline-stuck]")).to_have_text("1 stuck item", timeout=within)
+    expect(overview.locator(f"#figures-{env_id} [data-figure=stuck]")).to_have_text("1", timeout=within)
+    expect(stuck_page.locator("[data-stuck-total]")).to_have_text("1", timeout=within)
+    expect(stuck_page.locator(f'tr[data-work-id="{first.id}"]')).to_have_count(0, timeout=within)
+    expect(stuck_page.locator(f'tr[data-work-id="{second.id}"]')).to_be_visible()
+    expect(item.locator(f"#item-status-{first.id} [data-state]")).to_have_text("stopped", timeout=within)
+    # The item page's panels and actions follow too: the fields say stopped, and Stop is no longer offered.
+    expect(item.locator("#item-body .fields").first).to_contain_text("stopped", timeout=within)
+    expect(item.locator("#item-body [data-action=stop]")).to_have_count(0, timeout=within)
+    expect(item.locator("#item-body")).to_contain_text("Stopped: nothing left to stop.")
+    expect(env_page.locator(f"#row-state-{first.id} .badge").first).to_have_text("stopped", timeout=within)
+    expect(env_page.locator("[data-count-stuck]")).to_have_text("1 stuck", timeout=within)
+
+    # A new work item: its row appears on the environment page, and the counts follow.
+    created = upstream.enqueue(env_id)
+    expect(env_page.locator(f'tr[data-work-id="{created["id"]}"]')).to_be_visible(timeout=within)
+    expect(env_page.locator("[data-count-state=queued]")).to_have_text("1", timeout=within)
+    expect(env_page.locator("[data-count-total]")).to_have_text("3")
+
+    for name, tab in tabs.items():
+        assert tab.evaluate("window.stillTheSamePage") is True, f"the {name} page was reloaded"
