@@ -29,14 +29,14 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from dashboard import audit, upstream
+from dashboard import audit, stopping, upstream
 from dashboard.index.queries import freshness, stuck_items
 from dashboard.index.sync import record_answer
 from dashboard.models import BulkItem, BulkOperation
 from dashboard.permissions import adeny, can, require_action
 from dashboard.stuck import stuck_reason
 from dashboard.untrusted import load_json
-from workqueue.errors import AlreadyStopped, InvalidID, NotFound, WorkAPIError
+from workqueue.errors import InvalidID, NotFound, WorkAPIError
 from workqueue.ids import validate_environment_id, validate_metadata, validate_work_id
 from workqueue.records import WorkItem
 
@@ -415,7 +415,7 @@ async def _audit_failure(
         sent=sent,
         upstream_status=exc.status,
         request_id=exc.request_id or "",
-        error=f"{exc.kind}: {upstream.failure_banner(exc)['message']}",
+        error=stopping.error_text(exc),
         via=audit.via_of(request),
     )
 
@@ -474,37 +474,34 @@ async def stop(request: HttpRequest, env_id: str, work_id: str) -> HttpResponse:
             return await _page(request, template, context, 400)
 
         sent = {"force": force}
-        already_stopped: AlreadyStopped | None = None
+        answer: WorkItem | WorkAPIError
         with upstream.capture_response() as seen:
             try:
-                result = await api.stop_work(env_id, work_id, force=True if force else None)
-            except AlreadyStopped as exc:
-                already_stopped = exc
+                answer = await api.stop_work(env_id, work_id, force=True if force else None)
             except WorkAPIError as exc:
-                await _audit_failure(request, action, env_id, work_id, reason, sent, exc)
-                context["failure"] = upstream.failure_banner(exc)
-                return await _page(request, template, context, _failure_status(exc))
-    if not already_stopped:
-        await sync_to_async(record_answer)(result)
-    # "Already stopped" is what the user wanted: a success, recorded with the upstream's 409 and its request-id.
+                answer = exc
+    result = await sync_to_async(stopping.settle)(
+        stopping.outcome(answer, status=seen["status"], request_id=seen["request_id"])
+    )
     await audit.arecord(
         user=user,
         action=action,
-        outcome="succeeded",
         environment_id=env_id,
         work_id=work_id,
         reason=reason,
         sent=sent,
-        upstream_status=(already_stopped.status or 409) if already_stopped else seen["status"],
-        request_id=(already_stopped.request_id or "") if already_stopped else seen["request_id"],
-        error="already stopped" if already_stopped else "",
         via=audit.via_of(request),
+        **result.audit_fields(),
     )
-    if already_stopped:
+    if result.already_stopped:
         await sync_to_async(messages.info)(request, f"{work_id} had already stopped: nothing to do.")
         return HttpResponseRedirect(_item_url(env_id, work_id))
+    if result.item is None:
+        assert result.failure is not None
+        context["failure"] = upstream.failure_banner(result.failure)
+        return await _page(request, template, context, _failure_status(result.failure))
     verb = "Force-stopped" if force else "Stop requested for"
-    await sync_to_async(messages.success)(request, f"{verb} {work_id}: it is now {result.state}.")
+    await sync_to_async(messages.success)(request, f"{verb} {work_id}: it is now {result.item.state}.")
     return HttpResponseRedirect(_item_url(env_id, work_id))
 
 
@@ -819,32 +816,34 @@ ALREADY_STOPPING = "Already stopping: left as it is (ending it at once is a forc
 
 def _stop_one(api: Any, operation: BulkOperation, item: BulkItem, user: Any) -> None:
     force = operation.force
-    error = ""
+    answer: WorkItem | WorkAPIError | None = None
     with upstream.capture_response() as seen:
         try:
             if not force and api.retrieve_work(operation.environment_id, item.work_id).state == "stopping":
                 # A second graceful stop would end it at once: that is a force-stop, not this operation's to do.
                 raise _AlreadyStopping
-            result = api.stop_work(operation.environment_id, item.work_id, force=True if force else None)
+            answer = api.stop_work(operation.environment_id, item.work_id, force=True if force else None)
         except _AlreadyStopping:
             item.status, item.detail = BulkItem.FAILED, ALREADY_STOPPING
             item.upstream_status, item.request_id = seen["status"], seen["request_id"]
             outcome, error = "failed", "already stopping"
-        except AlreadyStopped as exc:
-            item.status, item.detail = BulkItem.ALREADY_STOPPED, "already stopped"
-            item.upstream_status, item.request_id = exc.status or 409, exc.request_id or ""
-            outcome, error = "succeeded", "already stopped"
         except WorkAPIError as exc:
-            banner = upstream.failure_banner(exc)
-            item.status, item.detail = BulkItem.FAILED, f"{banner['title']}: {banner['message']}"
-            item.upstream_status, item.request_id = exc.status, exc.request_id or ""
-            outcome, error = "failed", f"{exc.kind}: {banner['message']}"
+            answer = exc
+    if answer is not None:
+        result = stopping.settle(
+            stopping.outcome(answer, status=seen["status"], request_id=seen["request_id"])
+        )
+        if result.item is not None:
+            item.status = BulkItem.STOPPED if result.item.state == "stopped" else BulkItem.STOPPING
+            item.detail = f"now {result.item.state}"
+        elif result.already_stopped:
+            item.status, item.detail = BulkItem.ALREADY_STOPPED, stopping.ALREADY_STOPPED
         else:
-            record_answer(result)
-            item.status = BulkItem.STOPPED if result.state == "stopped" else BulkItem.STOPPING
-            item.detail = f"now {result.state}"
-            item.upstream_status, item.request_id = seen["status"], seen["request_id"]
-            outcome = "succeeded"
+            assert result.failure is not None
+            banner = upstream.failure_banner(result.failure)
+            item.status, item.detail = BulkItem.FAILED, f"{banner['title']}: {banner['message']}"
+        item.upstream_status, item.request_id = result.upstream_status, result.request_id
+        outcome, error = result.outcome, result.error
     item.finished_at = timezone.now()
     item.save(update_fields=["status", "detail", "upstream_status", "request_id", "finished_at"])
     audit.record(

@@ -231,6 +231,25 @@ ENVIRONMENT_KEYS = _environment_keys()
 # Live sockets one signed-in person may hold open on one instance (tabs, wall screens signed in as a person).
 LIVE_MAX_SOCKETS_PER_USER = env_int("LIVE_MAX_SOCKETS_PER_USER", 50, minimum=1, maximum=10_000)
 FEED_INTERVAL_SECONDS = env_float("FEED_INTERVAL_SECONDS", 3.0, minimum=0.2, maximum=60)
+# Work items a page watches that the feed retrieves one by one per interval and environment, when the index's own
+# round has not confirmed them (the rest wait for the next interval).
+FEED_MAX_WATCHED_ITEMS = env_int("FEED_MAX_WATCHED_ITEMS", 20, minimum=0, maximum=200)
+# One feed call's timeout: short, since the next interval polls again anyway.
+FEED_TIMEOUT_SECONDS = env_float(
+    "FEED_TIMEOUT_SECONDS", min(5.0, UPSTREAM_TIMEOUT_SECONDS), minimum=0.1, maximum=60
+)
+# How often the list of environments is read again (new environments appear on the overview and wall displays).
+FEED_DIRECTORY_INTERVAL_SECONDS = env_float(
+    "FEED_DIRECTORY_INTERVAL_SECONDS", max(30.0, FEED_INTERVAL_SECONDS), minimum=1, maximum=600
+)
+# How often an open live socket checks that its person is still signed in with a role.
+LIVE_REAUTH_SECONDS = env_float("LIVE_REAUTH_SECONDS", 60.0, minimum=0.1, maximum=3600)
+# Wall display colours: a tile turns amber when its oldest queued item is this old (red at STUCK_QUEUED_SECONDS),
+# and red at this many stuck items (one already turns it amber).
+DISPLAY_OLDEST_WARNING_SECONDS = env_float(
+    "DISPLAY_OLDEST_WARNING_SECONDS", 60.0, minimum=1, maximum=7 * 86400
+)
+DISPLAY_STUCK_CRITICAL = env_int("DISPLAY_STUCK_CRITICAL", 5, minimum=1, maximum=100_000)
 # Queue samples kept for the history charts.
 HISTORY_RETENTION_HOURS = env_int("HISTORY_RETENTION_HOURS", 24, minimum=1, maximum=24 * 365)
 # The work index (dashboard.index): upstream requests one environment's feed may make a minute (stats polls, list

@@ -874,6 +874,25 @@ class WorkAPIClient:
         """Stop gracefully (or at once with ``force=True``); raises ``AlreadyStopped`` if it had stopped."""
         return await self._send(self._requests.stop_work(environment_id, work_id, force, credential))
 
+    def read_stop_answer(
+        self,
+        environment_id: str,
+        work_id: str,
+        force: bool | None,
+        *,
+        status: int,
+        headers: Mapping[str, str],
+        body: bytes,
+    ) -> WorkItem | WorkAPIError:
+        """What an answer to a stop sent by other means (the gateway forwards its caller's) says, read as
+        ``stop_work`` reads its own: the item, or the error ``stop_work`` would have raised."""
+        call = self._requests.stop_work(environment_id, work_id, force, None)
+        response = httpx.Response(status, headers=dict(headers), content=body)
+        try:
+            return self._answers.result(call, response, body)
+        except WorkAPIError as exc:
+            return exc
+
     async def work_stats(self, environment_id: str) -> QueueStats:
         return await self._send(self._requests.work_stats(environment_id))
 

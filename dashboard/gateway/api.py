@@ -23,7 +23,7 @@ from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from dashboard import audit, upstream
+from dashboard import audit, stopping, upstream
 from dashboard.gateway import ratelimit, routes, tokens
 from dashboard.gateway.metrics import GATEWAY_READS, GATEWAY_REFUSALS, GATEWAY_WRITES
 from dashboard.gateway.models import PersonalAccessToken
@@ -269,6 +269,23 @@ class _Gateway:
             )
             return error_response(result.status, result.error_type, result.message, request_id=request_id)
         GATEWAY_WRITES.labels(self.operation.name, str(result.status)).inc()
+        if self.operation.name == "work.stop":
+            # Read as the item page and bulk operations read theirs (dashboard.stopping): the same answer, the same
+            # audit outcome; a stop that took effect goes into the work index at once.
+            async with upstream.client() as c:
+                answer = c.read_stop_answer(
+                    self.call.environment_id,
+                    self.call.work_id,
+                    action == "force_stop" or None,
+                    status=result.status,
+                    headers=result.headers,
+                    body=result.body,
+                )
+            settled = await sync_to_async(stopping.settle)(
+                stopping.outcome(answer, status=result.status, request_id=result.request_id)
+            )
+            await self.record(action=action, sent=self.sent(body), **settled.audit_fields())
+            return result.as_response()
         await self.record(
             action=action,
             outcome="succeeded" if result.status < 400 else "failed",

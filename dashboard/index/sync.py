@@ -559,7 +559,7 @@ class EnvironmentSync:
 
     async def _watched(self, client: Any, watched: set[str], result: SyncRound, spend: Any) -> None:
         """Items someone is looking at, read fresh (bounded by FEED_MAX_WATCHED_ITEMS)."""
-        limit = int(getattr(settings, "FEED_MAX_WATCHED_ITEMS", 20))
+        limit = int(settings.FEED_MAX_WATCHED_ITEMS)
         for work_id in sorted(watched)[:limit]:
             await self._retrieve(client, work_id, result, spend)
 
