@@ -426,13 +426,32 @@ async def _audit_failure(
 @require_http_methods(["GET", "POST"])
 @require_action("stop")
 async def stop(request: HttpRequest, env_id: str, work_id: str) -> HttpResponse:
-    """Stop one work item gracefully (operators) or at once (admins), after a confirmation with a reason."""
+    """Stop one work item gracefully (operators), after a confirmation with a reason."""
     _checked_ids(env_id, work_id)
     source = request.POST if request.method == "POST" else request.GET
-    force = source.get("force") == "1"
+    if "force" in source:
+        # Force-stop has an address (and a permission) of its own; a graceful stop is never silently made one,
+        # nor the other way round.
+        context = {
+            "status": 400,
+            "title": "Force-stop has its own address",
+            "message": f"To end {work_id} at once, use {reverse('force_stop', args=[env_id, work_id])} "
+            "(admins only). Nothing was sent.",
+        }
+        return await _page(request, "dashboard/pages/problem.html", context, 400)
+    return await _stop(request, env_id, work_id, force=False)
+
+
+@require_http_methods(["GET", "POST"])
+@require_action("force_stop")
+async def force_stop(request: HttpRequest, env_id: str, work_id: str) -> HttpResponse:
+    """End one work item at once (admins), after a confirmation with a reason."""
+    _checked_ids(env_id, work_id)
+    return await _stop(request, env_id, work_id, force=True)
+
+
+async def _stop(request: HttpRequest, env_id: str, work_id: str, *, force: bool) -> HttpResponse:
     user = request.user
-    if force and not await sync_to_async(can)(user, "force_stop"):
-        return await adeny(request, user, "force_stop", environment_id=env_id, work_id=work_id)
     action = "force_stop" if force else "stop"
     template = "dashboard/actions/stop_confirm.html"
     context: dict[str, Any] = {
@@ -441,7 +460,7 @@ async def stop(request: HttpRequest, env_id: str, work_id: str) -> HttpResponse:
         "force": force,
         "item": None,
         "item_url": _item_url(env_id, work_id),
-        "form_action": reverse("stop", args=[env_id, work_id]),
+        "form_action": reverse(action, args=[env_id, work_id]),
         "stuck_reason": None,
     }
 

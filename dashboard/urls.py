@@ -27,6 +27,7 @@ urlpatterns: list[URLPattern | URLResolver] = [
         name="metadata_patch",
     ),
     path("environments/<str:env_id>/work/<str:work_id>/stop/", actions.stop, name="stop"),
+    path("environments/<str:env_id>/work/<str:work_id>/force-stop/", actions.force_stop, name="force_stop"),
     path("environments/<str:env_id>/bulk/", actions.bulk, name="bulk"),
     path("environments/<str:env_id>/bulk/start/", actions.bulk_start, name="bulk_start"),
     path("environments/<str:env_id>/bulk/<uuid:operation_id>/", actions.bulk_progress, name="bulk_progress"),

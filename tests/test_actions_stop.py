@@ -17,6 +17,10 @@ def url(item) -> str:
     return f"/environments/{item.environment_id}/work/{item.id}/stop/"
 
 
+def force_url(item) -> str:
+    return f"/environments/{item.environment_id}/work/{item.id}/force-stop/"
+
+
 def state_of(emulator, item) -> str:
     with SyncWorkAPIClient(api_key=emulator.api_key, base_url=emulator.base_url, retry_total=0) as c:
         return c.retrieve_work(item.environment_id, item.id).state
@@ -98,8 +102,8 @@ def test_an_operator_cannot_force_stop(client, upstream):
     as_role(client, "operator")
     upstream.reset_requests()
 
-    assert client.get(url(item) + "?force=1").status_code == 403
-    response = client.post(url(item), {"reason": "now", "force": "1"})
+    assert client.get(force_url(item)).status_code == 403
+    response = client.post(force_url(item), {"reason": "now"})
 
     assert response.status_code == 403
     assert upstream.requests()["total"] == 0
@@ -115,10 +119,10 @@ def test_an_admin_force_stops(client, upstream):
     item = start_work(upstream, env["id"], key)
     as_role(client, "admin")
 
-    page = client.get(url(item) + "?force=1")
+    page = client.get(force_url(item))
     assert page.status_code == 200
-    assert '<input type="hidden" name="force" value="1">' in page.content.decode()
-    response = client.post(url(item), {"reason": "runaway", "force": "1"})
+    assert f'action="{force_url(item)}"' in page.content.decode()
+    response = client.post(force_url(item), {"reason": "runaway"})
 
     assert response.status_code == 302
     assert state_of(upstream, item) == "stopped"
@@ -245,7 +249,8 @@ def test_an_admins_second_stop_of_a_stopping_item_is_a_force_stop(client, upstre
     as_role(client, "admin")
 
     confirm = client.get(url(item)).content.decode()
-    assert "data-already-stopping" in confirm and 'name="force" value="1"' in confirm
+    # Confirmed at the graceful address (the item's state makes it a force-stop there, for admins only).
+    assert "data-already-stopping" in confirm and f'action="{url(item)}"' in confirm
     response = client.post(url(item), {"reason": "worker gone"})
 
     assert response.status_code == 302
@@ -276,3 +281,18 @@ def test_a_graceful_stop_on_a_dead_worker_stays_stuck_and_offers_force(client, u
     assert 'data-action="force_stop"' in page
     bulk = client.get(f"/environments/{env['id']}/bulk/", {"selection": "stuck"}).content.decode()
     assert item.id in bulk and "Graceful stop cannot complete" in bulk
+
+
+def test_a_force_sent_to_the_graceful_address_is_refused_and_nothing_is_sent(client, upstream):
+    env, key = environment(upstream, "east")
+    item = start_work(upstream, env["id"], key)
+    as_role(client, "admin")
+    upstream.reset_requests()
+
+    response = client.post(url(item), {"reason": "now", "force": "1"})
+
+    assert response.status_code == 400
+    assert "Force-stop has its own address" in response.content.decode()
+    assert force_url(item) in response.content.decode()
+    assert upstream.requests()["total"] == 0
+    assert state_of(upstream, item) == "active"

@@ -64,7 +64,7 @@ async def test_fifty_concurrent_force_stops_stop_the_item_once(live_server_url, 
     env, key = await sync_to_async(environment)(upstream, "contested")
     item = await sync_to_async(start_work)(upstream, env["id"], key)
     admins = await sessions(live_server_url, "admin", ADMIN_SESSIONS)
-    stop_url = f"/environments/{env['id']}/work/{item.id}/stop/"
+    stop_url = f"/environments/{env['id']}/work/{item.id}/force-stop/"
     item_url = f"/environments/{env['id']}/work/{item.id}/"
     before = await sync_to_async(AuditState.now)()
     await sync_to_async(upstream.reset_requests)()
@@ -75,7 +75,7 @@ async def test_fifty_concurrent_force_stops_stop_the_item_once(live_server_url, 
         session = clients[n]
         return await session.post(
             stop_url,
-            data={"reason": f"drill {n}", "force": "1", "csrfmiddlewaretoken": csrf_of(session)},
+            data={"reason": f"drill {n}", "csrfmiddlewaretoken": csrf_of(session)},
         )
 
     answers = await asyncio.gather(*(force_stop(n) for n in range(FORCE_STOPS)))

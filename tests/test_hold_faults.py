@@ -177,8 +177,9 @@ def metadata_patch(s: Faulty) -> None:
 def stops(s: Faulty) -> None:
     for force, action in ((False, "stop"), (True, "force_stop")):
         since = AuditState.now()
-        data = {"reason": "fault drill", **({"force": "1"} if force else {})}
-        page = s.page(action.replace("_", " "), s.client.post(s.item_path + "stop/", data))
+        data = {"reason": "fault drill"}
+        path = s.item_path + ("force-stop/" if force else "stop/")
+        page = s.page(action.replace("_", " "), s.client.post(path, data))
         if "fault drill</textarea>" not in page:
             s.findings.wrong(f"{s.name} × {action}: the reason is not kept for another try")
         s.audited(action.replace("_", " "), action, page, since)

@@ -422,7 +422,7 @@ def test_script_payloads_from_the_upstream_are_rendered_inert_in_pages(client, u
     if sent.status_code != 302:
         found.wrong(f"metadata send: HTTP {sent.status_code}")
     page("work item after the patch", client.get(item_url), shows=(META_KEY,))
-    page("stop confirmation", client.get(item_url + "stop/?force=1"), shows=())
+    page("stop confirmation", client.get(item_url + "force-stop/"), shows=())
     confirm = page(
         "bulk confirmation", client.post(f"/environments/{e}/bulk/", {"work_ids": [w]}), shows=(ENV_NAME,)
     )
@@ -516,10 +516,11 @@ def test_missing_and_forged_csrf_tokens_are_refused(upstream):
     token = csrf(browser)
     probe = Probe(upstream, upstream.api_key, key)
     item_url = f"/environments/{env['id']}/work/{item.id}/"
-    stop = {"reason": "csrf", "force": "1"}
+    stop = {"reason": "csrf"}
     forged = "A" * 64
     posts = [
         ("stop", item_url + "stop/", stop),
+        ("force stop", item_url + "force-stop/", stop),
         ("metadata", item_url + "metadata/", {"step": "send", "loaded": "{}", "patch": '{"a":"b"}'}),
         ("bulk", f"/environments/{env['id']}/bulk/", {"work_ids": [item.id]}),
         ("bulk start", f"/environments/{env['id']}/bulk/start/", {"plan": "x", "mode": "force_stop"}),
@@ -757,7 +758,8 @@ def test_forged_posts_of_viewers_and_operators_are_denied_and_audited(client, up
     forged_key = "sk-ant-oat01-" + "k" * 40
     viewer_posts = [
         ("stop", item_url + "stop/", {"reason": "forged"}, "stop"),
-        ("force stop", item_url + "stop/", {"reason": "forged", "force": "1"}, "stop"),
+        # Force-stop has its own address and permission: a viewer's forged one is a refused force_stop.
+        ("force stop", item_url + "force-stop/", {"reason": "forged"}, "force_stop"),
         (
             "metadata preview",
             item_url + "metadata/",
@@ -819,7 +821,7 @@ def test_forged_posts_of_viewers_and_operators_are_denied_and_audited(client, up
         )
     client.force_login(make_user("operator", username="hand"))
     for label, path, data, action in [
-        ("force stop", item_url + "stop/", {"reason": "forged", "force": "1"}, "force_stop"),
+        ("force stop", item_url + "force-stop/", {"reason": "forged"}, "force_stop"),
         (
             "bulk force-stop",
             f"/environments/{e}/bulk/start/",

@@ -196,9 +196,7 @@ def test_a_stop_shows_on_the_item_page_at_once(client, upstream):
     fill_index(upstream, env["id"], key)
     client.force_login(make_user("admin"))
 
-    response = client.post(
-        f"/environments/{env['id']}/work/{item.id}/stop/", {"force": "1", "reason": "runaway"}
-    )
+    response = client.post(f"/environments/{env['id']}/work/{item.id}/force-stop/", {"reason": "runaway"})
     html = client.get(response["Location"]).content.decode()
 
     assert "stopped" in field(html, "State")

@@ -97,12 +97,11 @@ def test_a_viewers_forged_stop_is_refused_and_audited(client, upstream):
     client.force_login(make_user("viewer"))
     upstream.reset_requests()
 
-    response = client.post(
-        f"/environments/{env['id']}/work/{item.id}/stop/", {"reason": "mine now", "force": "1"}
-    )
+    response = client.post(f"/environments/{env['id']}/work/{item.id}/force-stop/", {"reason": "mine now"})
 
     assert response.status_code == 403
-    assert "Your role (viewer) does not allow this: it needs the operator role." in response.content.decode()
+    # Force-stop has its own address and permission: refused as the force-stop it is, needing an admin.
+    assert "Your role (viewer) does not allow this: it needs the admin role." in response.content.decode()
     assert upstream.requests()["total"] == 0
     entry = AuditEntry.objects.get()
     assert (
@@ -113,14 +112,14 @@ def test_a_viewers_forged_stop_is_refused_and_audited(client, upstream):
         entry.work_id,
         entry.reason,
     ) == (
-        "stop",
+        "force_stop",
         "denied",
         "viewer",
         env["id"],
         item.id,
         "mine now",
     )
-    assert entry.sent == {"reason": ["mine now"], "force": ["1"]}
+    assert entry.sent == {"reason": ["mine now"]}
 
 
 def test_a_forged_configuration_change_is_refused_and_audited(client):

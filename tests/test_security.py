@@ -82,7 +82,7 @@ def test_no_page_of_the_core_has_inline_code(client, upstream, settings):
             f"{base}/metadata/",
             {"step": "preview", "loaded": '{"owner":"dana"}', "key": ["owner"], "value": ["x"]},
         ),
-        "stop confirmation": client.get(f"{base}/stop/?force=1"),
+        "stop confirmation": client.get(f"{base}/force-stop/"),
         "bulk confirmation": client.get(f"/environments/{env['id']}/bulk/?selection=stuck"),
         "audit log": client.get("/audit/"),
         "configuration": client.get("/configure/"),

@@ -41,8 +41,8 @@ def test_viewer_sees_no_actions_and_a_forged_post_gets_403(
     token = page.evaluate("JSON.parse(document.body.getAttribute('hx-headers'))['X-CSRFToken']")
     upstream.reset_requests()
     response = page.request.post(
-        f"/environments/{env['id']}/work/{item.id}/stop/",
-        form={"csrfmiddlewaretoken": token, "reason": "forged", "force": "1"},
+        f"/environments/{env['id']}/work/{item.id}/force-stop/",
+        form={"csrfmiddlewaretoken": token, "reason": "forged"},
         headers={"X-CSRFToken": token, "Referer": f"{live_server_url}/"},
     )
 
