@@ -5,6 +5,8 @@ next update cannot disagree.
 - overview: one tile per environment (``tile_snapshots``), a ``Snapshot`` — the feed's latest queue figures when
   it has them, else read now — with the active and stuck counts of the work index (``index_figures``), which the
   feed puts on its snapshots the same way (``apply_index_figures``); the headline (``overview_context``).
+- environment page: the History section's three charts over a window (``history_region``), from the minute samples
+  of ``dashboard.index.history``; it refreshes itself once a minute.
 
 What does not live here: the templates (each region is a partial of its page), polling and publishing (``live.feed``).
 """
@@ -17,8 +19,10 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import sync_to_async
+from django.utils.safestring import SafeString
 
-from dashboard.live import conf
+from dashboard.index import history
+from dashboard.live import conf, sparkline
 from dashboard.live.snapshots import Snapshot, Staleness
 from dashboard.live.sparkline import HistoryPoint
 from workqueue.records import Environment
@@ -26,7 +30,16 @@ from workqueue.records import Environment
 if TYPE_CHECKING:
     from dashboard.views import Tile
 
-__all__ = ["IndexFigures", "apply_index_figures", "index_figures", "overview_context", "tile_snapshots"]
+__all__ = [
+    "HistoryChart",
+    "HistoryRegion",
+    "IndexFigures",
+    "apply_index_figures",
+    "history_region",
+    "index_figures",
+    "overview_context",
+    "tile_snapshots",
+]
 
 
 def _history(environment_ids: Sequence[str], now: datetime) -> dict[str, list[HistoryPoint]]:
@@ -165,3 +178,168 @@ def overview_context(tiles: Sequence[Snapshot], now: datetime) -> dict[str, Any]
         "stuck_total": sum(tile.stuck or 0 for tile in tiles),
         "freshness": queries.freshness(now=now),
     }
+
+
+# --- The environment page's history -------------------------------------------------------------------------------
+
+
+@dataclass
+class HistoryChart:
+    """One chart of the History section: its SVG (with axes and a title per bucket) and the sentence that says
+    what it shows, for everyone (the SVG's accessible description too)."""
+
+    name: str
+    heading: str
+    svg: SafeString
+    summary: str
+    legend: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass
+class HistoryRegion:
+    window: history.Window
+    windows: tuple[history.Window, ...]
+    charts: list[HistoryChart]
+    # How long samples are kept (``HISTORY_RETENTION_HOURS``), in words.
+    kept: str = ""
+    # Said instead of the charts when the window holds no sample at all.
+    empty: str = ""
+
+
+def _span(window: history.Window) -> str:
+    return f"the last {window.label}"
+
+
+def history_region(environment_id: str, window: history.Window, now: datetime) -> HistoryRegion:
+    """The three charts of an environment's history over ``window``: stuck items, items stopped a minute, and the
+    time work waits before it is acknowledged (p50 and p95), from at most ``history.MAX_BUCKETS`` buckets."""
+    found = history.buckets(environment_id, window, now)
+    from dashboard.templatetags.dashboard_pages import duration_text
+
+    region = HistoryRegion(
+        window=window,
+        windows=history.WINDOWS,
+        charts=[],
+        kept=duration_text(conf.history_retention_hours() * 3600),
+    )
+    if not any(b.samples for b in found):
+        region.empty = (
+            f"No history for {_span(window)} yet. The dashboard writes one sample a minute while it follows this "
+            "environment, once its work index is filled (which needs the environment key)."
+        )
+        return region
+    latest = history.latest(environment_id, found[0].start)
+    starts, ends = [b.start for b in found], [b.end for b in found]
+    wide = window.bucket_minutes > 1
+    each = f"{window.bucket_minutes}-minute" if wide else "minute"
+    up_to = "up to " if wide else ""
+    sampled = [b for b in found if b.samples]
+
+    def seconds(value: float | None) -> str:
+        return sparkline.value_text(value, "seconds") if value is not None else "—"
+
+    stuck_peak = max(b.stuck or 0 for b in sampled)
+    stuck_hover = [f"{up_to}{b.stuck} stuck" if b.samples else "no sample" for b in found]
+    stuck_summary = f"Stuck items over {_span(window)}: at most {stuck_peak}"
+    if latest is not None:
+        stuck_summary += f", latest {latest.stuck} (at {latest.at:%H:%M} UTC)"
+    region.charts.append(
+        HistoryChart(
+            name="stuck",
+            heading="Stuck items",
+            svg=sparkline.axis_chart(
+                chart_id="history-stuck",
+                title=f"Stuck items over {_span(window)}, the highest count of each {each}",
+                starts=starts,
+                ends=ends,
+                lines=[sparkline.ChartLine("stuck", "stuck", [b.stuck for b in found])],
+                y_label="Stuck items",
+                kind="count",
+                hover=stuck_hover,
+            ),
+            summary=stuck_summary + ".",
+        )
+    )
+
+    stopped_total = sum(b.stopped or 0 for b in sampled)
+    busiest = max(b.stopped_per_minute or 0.0 for b in sampled)
+    stopped_hover = [
+        (
+            (f"{b.stopped} stopped, {sparkline.value_text(b.stopped_per_minute or 0.0, 'rate')} a minute")
+            if wide
+            else f"{b.stopped} stopped"
+        )
+        if b.samples
+        else "no sample"
+        for b in found
+    ]
+    stopped_summary = (
+        f"Items stopped over {_span(window)}: {stopped_total}; busiest {each}: "
+        f"{sparkline.value_text(busiest, 'rate')} a minute"
+    )
+    if latest is not None:
+        stopped_summary += f"; latest minute: {round(latest.stopped_per_minute)}"
+    region.charts.append(
+        HistoryChart(
+            name="stopped",
+            heading="Items stopped a minute",
+            svg=sparkline.axis_chart(
+                chart_id="history-stopped",
+                title=f"Items stopped a minute over {_span(window)}"
+                + (f", averaged over each {each}" if wide else ""),
+                starts=starts,
+                ends=ends,
+                lines=[sparkline.ChartLine("stopped", "stopped", [b.stopped_per_minute for b in found])],
+                y_label="Stopped a minute",
+                kind="rate",
+                hover=stopped_hover,
+            ),
+            summary=stopped_summary + ".",
+        )
+    )
+
+    acked = [b for b in sampled if b.ack_p95_seconds is not None]
+    ack_hover = [
+        (
+            f"p50 {up_to}{seconds(b.ack_p50_seconds)}, p95 {up_to}{seconds(b.ack_p95_seconds)}"
+            if b.ack_p95_seconds is not None
+            else "nothing acknowledged"
+        )
+        if b.samples
+        else "no sample"
+        for b in found
+    ]
+    if acked:
+        ack_summary = (
+            f"Time to acknowledge over {_span(window)}: p50 at most "
+            f"{seconds(max(b.ack_p50_seconds or 0.0 for b in acked))}, p95 at most "
+            f"{seconds(max(b.ack_p95_seconds or 0.0 for b in acked))}"
+        )
+        if latest is not None and latest.ack_p95_seconds is not None:
+            ack_summary += f"; latest minute: p50 {seconds(latest.ack_p50_seconds)}, p95 {seconds(latest.ack_p95_seconds)}"
+        ack_summary += "."
+    else:
+        ack_summary = f"No item was acknowledged in {_span(window)}."
+    region.charts.append(
+        HistoryChart(
+            name="ack",
+            heading="Time to acknowledge",
+            svg=sparkline.axis_chart(
+                chart_id="history-ack",
+                title=f"Time from creation to acknowledgement over {_span(window)}, p50 and p95"
+                + (f", the highest of each {each}" if wide else ""),
+                starts=starts,
+                ends=ends,
+                lines=[
+                    sparkline.ChartLine("p50", "p50", [b.ack_p50_seconds for b in found]),
+                    sparkline.ChartLine("p95", "p95", [b.ack_p95_seconds for b in found]),
+                ],
+                y_label="Time to acknowledge",
+                kind="seconds",
+                hover=ack_hover,
+            ),
+            summary=ack_summary,
+            legend=(("p50", "p50 (median)"), ("p95", "p95")),
+        )
+    )
+    return region

@@ -250,8 +250,9 @@ DISPLAY_OLDEST_WARNING_SECONDS = env_float(
     "DISPLAY_OLDEST_WARNING_SECONDS", 60.0, minimum=1, maximum=7 * 86400
 )
 DISPLAY_STUCK_CRITICAL = env_int("DISPLAY_STUCK_CRITICAL", 5, minimum=1, maximum=100_000)
-# Queue samples kept for the history charts.
-HISTORY_RETENTION_HOURS = env_int("HISTORY_RETENTION_HOURS", 24, minimum=1, maximum=24 * 365)
+# History kept: the environment page's minute samples (stuck, stopped, time to acknowledge; 7 days for its 7-day
+# chart) and the overview's queue samples.
+HISTORY_RETENTION_HOURS = env_int("HISTORY_RETENTION_HOURS", 168, minimum=1, maximum=24 * 365)
 # The work index (dashboard.index): upstream requests one environment's feed may make a minute (stats polls, list
 # pages and retrieves), whether it follows every environment with a key or only watched ones, and how long stopped
 # items stay in it.

@@ -33,7 +33,7 @@ from django.views.decorators.http import require_GET, require_POST
 from django_htmx.middleware import HtmxDetails
 
 from dashboard import audit, regions, stuck, upstream
-from dashboard.index import queries
+from dashboard.index import history, queries
 from dashboard.index.models import IndexedWork
 from dashboard.models import UserPreference
 from dashboard.permissions import capabilities, require_action
@@ -356,6 +356,18 @@ def work_list_query(request: HttpRequest) -> WorkListQuery:
     )
 
 
+def history_window(request: HttpRequest) -> history.Window:
+    """The History section's window (``?history=1h|24h|7d``, 1 hour when absent); raises ``BadParameter``."""
+    raw = request.GET.get("history", "").strip()
+    if not raw:
+        return history.DEFAULT_WINDOW
+    window = history.window_named(raw)
+    if window is None:
+        names = ", ".join(w.name for w in history.WINDOWS)
+        raise BadParameter(f"The history window must be one of {names}; got {_shown(raw)}.")
+    return window
+
+
 @dataclass
 class WorkListing:
     rows: list[WorkRow] = field(default_factory=list)
@@ -419,16 +431,26 @@ async def environment(request: HtmxHttpRequest, env_id: str) -> HttpResponse:
         validate_environment_id(env_id)
     except InvalidID as exc:
         return await problem(request, 404, "No such environment", exc.message)
-    region = "work-list" if wants_region(request, "work-list") else ""
+    region = next((r for r in ("work-list", "history") if wants_region(request, r)), "")
     try:
         query = work_list_query(request)
         if query.cursor:
             queries.decode_cursor(query.cursor)  # a cursor the index did not hand out is refused here
+        window = history_window(request)
     except (BadParameter, queries.InvalidCursor) as exc:
         return await problem(
             request, 400, "That page cannot be shown", str(exc), context={"env_id": env_id}, region=region
         )
     now = timezone.now()
+    # The window's links keep the list's filters, and the list's links keep the window.
+    params = {**query.params(), "history": "" if window == history.DEFAULT_WINDOW else window.name}
+    environment_history = (
+        None if region == "work-list" else await sync_to_async(regions.history_region)(env_id, window, now)
+    )
+    if region == "history":
+        # The section refreshes itself once a minute, and its window links swap it alone: the index only.
+        history_context: dict[str, Any] = {"env_id": env_id, "history": environment_history, "params": params}
+        return await render_page(request, "dashboard/pages/environment.html#history-region", history_context)
     key = await upstream.environment_key(env_id)
     async with upstream.client() as c:
         if region:
@@ -468,7 +490,8 @@ async def environment(request: HtmxHttpRequest, env_id: str) -> HttpResponse:
         "index_mark": reads.counts.mark,
         "freshness": reads.freshness,
         "query": query,
-        "params": query.params(),
+        "params": params,
+        "history": environment_history,
         "states": WORK_STATES,
         "page_sizes": PAGE_SIZE_CHOICES,
         "user_can": user_can,

@@ -3,6 +3,7 @@
  *
  * - <time datetime="..."> elements: shown relative ("3 min ago") with UTC on hover, or in the browser's local
  *   time when the person turns on the "Local time" switch (saved for the signed-in person, and in localStorage).
+ *   The history charts' time ticks and hover titles (data-at, data-from/data-to) follow the same switch.
  * - [data-copy] buttons copy their value (work ids, session ids) to the clipboard.
  * - Checkbox groups for bulk selection: [data-select-all="group"] toggles every [data-select-group="group"] box,
  *   shift-click selects a range, [data-selected-count="group"] shows how many are selected, and
@@ -119,6 +120,50 @@
         el.textContent = relativeText(date, now);
         el.title = utcText(date);
       }
+    }
+    renderChartTimes(root, mode === "local");
+  }
+
+  var chartFormats = {};
+  function chartText(date, kind) {
+    if (!chartFormats[kind]) {
+      chartFormats[kind] = new Intl.DateTimeFormat(undefined, kind === "date"
+        ? { weekday: "short", day: "numeric", hour: "2-digit", minute: "2-digit" }
+        : { hour: "2-digit", minute: "2-digit" });
+    }
+    return chartFormats[kind].format(date);
+  }
+
+  function renderChartTimes(root, local) {
+    // Server-rendered charts say UTC; with the "Local time" switch on, their ticks and titles say local time.
+    if (!root.querySelectorAll) {
+      return;
+    }
+    var ticks = root.querySelectorAll("text[data-at][data-tick]");
+    for (var i = 0; i < ticks.length; i++) {
+      var el = ticks[i];
+      if (!el.hasAttribute("data-utc")) {
+        el.setAttribute("data-utc", el.textContent);
+      }
+      var date = new Date(el.getAttribute("data-at"));
+      el.textContent = local && !isNaN(date.getTime())
+        ? chartText(date, el.getAttribute("data-tick")) : el.getAttribute("data-utc");
+    }
+    var axes = root.querySelectorAll("[data-time-axis]");
+    for (var j = 0; j < axes.length; j++) {
+      axes[j].textContent = local ? "Time (local)" : "Time (UTC)";
+    }
+    var titles = root.querySelectorAll("title[data-from][data-to]");
+    for (var k = 0; k < titles.length; k++) {
+      var title = titles[k];
+      if (!title.hasAttribute("data-utc")) {
+        title.setAttribute("data-utc", title.textContent);
+      }
+      var from = new Date(title.getAttribute("data-from"));
+      var to = new Date(title.getAttribute("data-to"));
+      title.textContent = local && !isNaN(from.getTime()) && !isNaN(to.getTime())
+        ? chartText(from, "date") + "–" + chartText(to, "time") + ": " + title.getAttribute("data-value")
+        : title.getAttribute("data-utc");
     }
   }
 

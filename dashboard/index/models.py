@@ -73,8 +73,10 @@ class IndexedWork(models.Model):
             ),
             models.Index(fields=["session_id"], name="index_work_session"),
             models.Index(fields=["work_id"], name="index_work_id"),
-            # Retention removes stopped rows by age.
+            # Retention removes stopped rows by age; the history counts the items stopped in a minute.
             models.Index(fields=["state", "stopped_at"], name="index_work_stopped_at"),
+            # The history's time to acknowledge reads the items acknowledged in one minute.
+            models.Index(fields=["environment_id", "acknowledged_at"], name="index_work_env_acked"),
         ]
 
     def __str__(self) -> str:
@@ -154,10 +156,15 @@ class WorkEvent(models.Model):
 
 
 class IndexSample(models.Model):
-    """One minute of an environment as the index saw it; kept ``HISTORY_RETENTION_HOURS``."""
+    """One minute of an environment as the index saw it; kept ``HISTORY_RETENTION_HOURS``. Written by
+    ``dashboard.index.history`` (one row per environment and minute), read back in buckets for the charts."""
 
     environment_id = models.CharField(max_length=120)
+    # The end of the minute the sample covers (a whole minute, UTC); the stuck and live counts are as of then.
     at = models.DateTimeField()
+    # ``at`` as whole minutes since the epoch: the key that makes a minute unique per environment, and the integer
+    # the charts group into buckets in the database (SQLite has no portable epoch extraction from a datetime).
+    minute = models.PositiveIntegerField()
     stuck = models.PositiveIntegerField()
     live = models.PositiveIntegerField()
     stopped_per_minute = models.FloatField()
@@ -168,6 +175,10 @@ class IndexSample(models.Model):
     class Meta:
         app_label = "dashboard"
         ordering = ("environment_id", "at")
+        constraints = [
+            # One sample per environment and minute, however often the feed runs and whoever holds its lease.
+            models.UniqueConstraint(fields=("environment_id", "minute"), name="index_sample_once"),
+        ]
         indexes = [
             models.Index(fields=["environment_id", "at"], name="index_sample_env_at"),
             models.Index(fields=["at"], name="index_sample_at"),

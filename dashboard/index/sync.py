@@ -311,6 +311,8 @@ class SyncRound:
     paused_until: datetime | None = None
     error: WorkAPIError | None = None
     filled: bool = False
+    # When the head read of this round started (None when the round did not read the whole head).
+    head_read_at: datetime | None = None
 
 
 class _OutOfBudget(Exception):
@@ -393,6 +395,11 @@ class EnvironmentSync:
         self.paused_request_id = ""
         self.budget_per_minute = int(budget_per_minute or settings.INDEX_REQUESTS_PER_MINUTE)
         self.window = RequestWindow()
+        # Every stop and acknowledgement the upstream made before this moment is in the index: the head was read
+        # after it and every live row was confirmed after it (None until a round has shown that). The history
+        # writes a minute's sample once this has passed the minute's end (``dashboard.index.history``).
+        self.confirmed_as_of: datetime | None = None
+        self.filled = False
 
     # -- budget ---------------------------------------------------------------------------------------------------
 
@@ -500,7 +507,11 @@ class EnvironmentSync:
         changes["last_sync_at"] = timezone.now()
         changes["requests_last_minute"] = self.window.spent(time.monotonic())
         saved = await database_sync_to_async(_save_state)(self.environment_id, changes)
-        result.filled = saved.filled
+        result.filled = self.filled = saved.filled
+        if result.head_read_at is not None:
+            as_of = min(result.head_read_at, saved.oldest_confirmed_at or result.head_read_at)
+            if self.confirmed_as_of is None or as_of > self.confirmed_as_of:
+                self.confirmed_as_of = as_of
         return result
 
     async def _walk_page(
@@ -528,6 +539,7 @@ class EnvironmentSync:
         if cursor is None:
             changes["walk_started_at"] = started
             changes["head_read_at"] = started
+            result.head_read_at = started  # the walk's first page is the head
             if page.data:
                 changes["head_work_id"] = page.data[0].id
         if page.next_page is None:
@@ -540,9 +552,11 @@ class EnvironmentSync:
     async def _head(self, client: Any, key: str, result: SyncRound, spend: Any) -> None:
         """The newest pages, until a page holds an item the index already had."""
         cursor: str | None = None
+        head_started: datetime | None = None
         while True:
             spend()
             started = timezone.now()
+            head_started = head_started or started
             page = await client.list_work(
                 self.environment_id, environment_key=key, limit=PAGE_SIZE, page=cursor
             )
@@ -554,6 +568,7 @@ class EnvironmentSync:
             result.new += len(recorded.new)
             result.changed += len(recorded.changed)
             if known or page.next_page is None:
+                result.head_read_at = head_started
                 return
             cursor = page.next_page
 

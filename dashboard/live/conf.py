@@ -31,6 +31,7 @@ def directory_interval() -> float:
 
 
 def history_retention_hours() -> float:
+    """How long history samples are kept (``HISTORY_RETENTION_HOURS``; 168 by default, for the 7-day chart)."""
     return float(settings.HISTORY_RETENTION_HOURS)
 
 

@@ -13,7 +13,7 @@ viewer arrives or leaves) and:
 
 An ``EnvironmentFeed`` polls ``stats`` every ``FEED_INTERVAL_SECONDS`` and lists the newest page(s) of work (with the
 environment key) for the active and stuck counts and the watched rows, retrieves watched items not in those pages,
-stores a history sample, renders the snapshot once, caches it for viewers who connect later, and sends the rendered
+stores a queue sample (and, once a minute, the index's history sample: ``dashboard.index.history``), renders the snapshot once, caches it for viewers who connect later, and sends the rendered
 text to the channel-layer groups (one message per group and process: ``fanout``). An upstream failure produces a
 stale snapshot that keeps the last numbers and says since when, why, and the request-id; the next good poll clears
 it.
@@ -42,7 +42,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from dashboard import budget, stuck, upstream
-from dashboard.index import queries
+from dashboard.index import history, queries
 from dashboard.index.models import IndexedWork
 from dashboard.index.sync import EnvironmentSync, SyncRound
 from dashboard.live import conf, fanout, metrics
@@ -157,7 +157,8 @@ def _prune_sync(before: datetime) -> int:
     from dashboard.live.models import QueueSample
 
     deleted, _ = QueueSample.objects.filter(at__lt=before).delete()
-    return deleted
+    # The environments' minute samples (the environment page's history) are kept as long.
+    return deleted + history.prune(before)
 
 
 def _staleness(exc: WorkAPIError, previous: Staleness | None) -> Staleness:
@@ -269,6 +270,8 @@ class EnvironmentFeed:
         # The work index of this environment is written by this feed only, while this instance holds the lease.
         self.sync = EnvironmentSync(environment_id, interval=conf.feed_interval())
         self.last_round: SyncRound | None = None
+        # One history sample a minute, written here too: only the lease holder's index is complete and current.
+        self.minutes = history.MinuteSamples(environment_id)
         self.task = asyncio.create_task(self._run(), name=f"live-feed-{environment_id}")
 
     async def stop(self) -> None:
@@ -343,6 +346,8 @@ class EnvironmentFeed:
         self.last_round = round_result
         self.polls += 1
         now = timezone.now()
+        if key is not None:
+            await self._write_history(now)
         previous = self.snapshot
         # The queue numbers are what a snapshot is about: only their failure makes it stale.
         failure = stats_result if isinstance(stats_result, WorkAPIError) else None
@@ -408,6 +413,15 @@ class EnvironmentFeed:
         await runtime.publish(snapshot, fragments, self._changed(fragments))
         self._export(snapshot, due)
         return snapshot
+
+    async def _write_history(self, now: datetime) -> None:
+        try:
+            await database_sync_to_async(self.minutes.write_due)(
+                now, self.sync.confirmed_as_of, filled=self.sync.filled
+            )
+        except Exception:
+            # The minute stays due: the next round tries it again.
+            logger.exception("Could not write the history sample of %s", self.environment_id)
 
     def _changed(self, fragments: Fragments) -> tuple[dict[str, str], dict[str, str]]:
         """Rows and items whose HTML differs from what was last sent: only those go out to open sockets."""
@@ -754,7 +768,7 @@ class LiveRuntime:
             logger.exception("Could not prune the queue history")
             return
         if deleted:
-            logger.info("Pruned %d queue samples older than %s", deleted, before.isoformat())
+            logger.info("Pruned %d history samples older than %s", deleted, before.isoformat())
 
 
 def _feed_client_options() -> tuple[Any, ...]:
