@@ -210,6 +210,10 @@ def axis_chart(
     def x(moment: datetime) -> float:
         return left + (moment.timestamp() - t0) / (t1 - t0) * (right - left)
 
+    def n(value: float) -> str:
+        # format_html escapes its arguments into strings first: numbers are given as text, one decimal.
+        return f"{value:.1f}"
+
     peak = max((v for line in lines for v in line.values if v is not None), default=0.0)
     ticks = value_ticks(peak, kind)
     scale = ticks[-1] or 1.0
@@ -221,14 +225,14 @@ def axis_chart(
     for tick in ticks:
         parts.append(
             format_html(
-                '<line class="chart-grid" x1="{}" y1="{:.1f}" x2="{}" y2="{:.1f}"></line>'
-                '<text class="chart-tick" x="{}" y="{:.1f}" text-anchor="end" dominant-baseline="middle">{}</text>',
+                '<line class="chart-grid" x1="{}" y1="{}" x2="{}" y2="{}"></line>'
+                '<text class="chart-tick" x="{}" y="{}" text-anchor="end" dominant-baseline="middle">{}</text>',
                 left,
-                y(tick),
+                n(y(tick)),
                 right,
-                y(tick),
+                n(y(tick)),
                 left - 6,
-                y(tick),
+                n(y(tick)),
                 value_text(tick, kind),
             )
         )
@@ -236,13 +240,13 @@ def axis_chart(
     for moment in moments:
         parts.append(
             format_html(
-                '<line class="chart-tick-mark" x1="{:.1f}" y1="{}" x2="{:.1f}" y2="{}"></line>'
-                '<text class="chart-tick" x="{:.1f}" y="{}" text-anchor="middle" data-at="{}" data-tick="{}">{}</text>',
-                x(moment),
+                '<line class="chart-tick-mark" x1="{}" y1="{}" x2="{}" y2="{}"></line>'
+                '<text class="chart-tick" x="{}" y="{}" text-anchor="middle" data-at="{}" data-tick="{}">{}</text>',
+                n(x(moment)),
                 bottom,
-                x(moment),
+                n(x(moment)),
                 bottom + 4,
-                x(moment),
+                n(x(moment)),
                 bottom + 16,
                 moment.isoformat().replace("+00:00", "Z"),
                 "date" if days else "time",
@@ -287,19 +291,20 @@ def axis_chart(
             if lone and point is not None:
                 parts.append(
                     format_html(
-                        '<circle class="chart-dot-{}" cx="{:.1f}" cy="{:.1f}" r="2.5"></circle>',
+                        '<circle class="chart-dot-{}" cx="{}" cy="{}" r="2.5"></circle>',
                         line.name,
-                        *point,
+                        n(point[0]),
+                        n(point[1]),
                     )
                 )
     for i, (start, end) in enumerate(zip(starts, ends, strict=True)):
         parts.append(
             format_html(
-                '<rect class="chart-hit" x="{:.1f}" y="{}" width="{:.1f}" height="{}">'
+                '<rect class="chart-hit" x="{}" y="{}" width="{}" height="{}">'
                 '<title data-from="{}" data-to="{}" data-value="{}">{}: {}</title></rect>',
-                x(start),
+                n(x(start)),
                 top,
-                max(0.5, x(end) - x(start)),
+                n(max(0.5, x(end) - x(start))),
                 bottom - top,
                 start.isoformat().replace("+00:00", "Z"),
                 end.isoformat().replace("+00:00", "Z"),
