@@ -273,9 +273,11 @@ def history_region(environment_id: str, window: history.Window, now: datetime) -
         else "no sample"
         for b in found
     ]
-    stopped_summary = (
-        f"Items stopped over {_span(window)}: {stopped_total}; busiest {each}: "
-        f"{sparkline.value_text(busiest, 'rate')} a minute"
+    busiest_text = sparkline.value_text(busiest, "rate")
+    stopped_summary = f"Items stopped over {_span(window)}: {stopped_total}; " + (
+        f"busiest {window.bucket_minutes} minutes: {busiest_text} a minute"
+        if wide
+        else f"busiest minute: {busiest_text}"
     )
     if latest is not None:
         stopped_summary += f"; latest minute: {round(latest.stopped_per_minute)}"

@@ -280,7 +280,7 @@ def test_the_environment_page_charts_the_last_hour_with_axes_and_hover_values(vi
     assert hit_titles(html, "stuck")[0].endswith(": no sample")
     # Said in words too.
     assert f"Stuck items over the last 1 hour: at most 12, latest 3 (at {last:%H:%M} UTC)." in html
-    assert "Items stopped over the last 1 hour: 10; busiest minute: 2 a minute; latest minute: 2." in html
+    assert "Items stopped over the last 1 hour: 10; busiest minute: 2; latest minute: 2." in html
     assert "Time to acknowledge over the last 1 hour: p50 at most 4 s, p95 at most 45 s" in html
 
 

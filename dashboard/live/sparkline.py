@@ -106,7 +106,7 @@ def sparkline(points: Sequence[HistoryPoint], now: datetime, window_seconds: flo
 CHART_WIDTH = 640
 CHART_HEIGHT = 200
 CHART_LEFT = 64
-CHART_RIGHT = 12
+CHART_RIGHT = 24
 CHART_TOP = 12
 CHART_BOTTOM = 44
 
