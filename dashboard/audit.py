@@ -1,7 +1,9 @@
 """Writing and checking the audit log: the one way to add an entry, and the chain verification.
 
-Each entry's hash covers its fields and the previous entry's hash, so changing, removing or reordering any entry
-breaks every hash after it. Appends lock one chain-head row before reading the previous hash: on PostgreSQL the
+Each entry's hash is an HMAC (``AUDIT_CHAIN_KEY``, kept outside the database) of its fields and the previous entry's
+hash, so changing, removing or reordering any entry breaks every hash after it, and nobody without the key can
+compute new ones. What the chain cannot see by itself — its newest entries removed together with its head row, or
+every entry removed — an exported head (``export_audit_head``) shows (``verify_head``). Appends lock one chain-head row before reading the previous hash: on PostgreSQL the
 first statement (an UPDATE of that row) takes a row lock held until commit; on SQLite the same statement takes the
 database's write lock. Either way concurrent appends from any number of threads or processes form one chain.
 
@@ -10,6 +12,7 @@ The page that shows the log and its exports live in ``dashboard.auditlog``; the 
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -23,7 +26,7 @@ from django.utils import timezone
 from dashboard.models import OUTCOMES, AuditChainHead, AuditEntry
 from workqueue.errors import redact
 
-__all__ = ["ChainBreak", "arecord", "entries_for_work", "record", "verify_chain", "via_of"]
+__all__ = ["ChainBreak", "arecord", "entries_for_work", "record", "verify_chain", "verify_head", "via_of"]
 
 GENESIS_HASH = "0" * 64
 _HEAD_ID = 1
@@ -145,6 +148,24 @@ class ChainBreak:
     sequence: int
     entry_id: int
     problem: str
+
+
+def verify_head(length: int, digest: str) -> ChainBreak | None:
+    """Whether the chain still holds the entry an exported head names (``export_audit_head``), unchanged: the
+    chain may have grown since, but not lost or rewritten anything up to it."""
+    if length <= 0:
+        return None
+    entry = AuditEntry.objects.filter(sequence=length).first()
+    if entry is None:
+        newest = AuditEntry.objects.order_by("-sequence").values_list("sequence", flat=True).first() or 0
+        return ChainBreak(
+            length,
+            0,
+            f"the exported head names entry #{length}, but the log ends at #{newest}: entries were removed",
+        )
+    if not hmac.compare_digest(entry.hash, digest):
+        return ChainBreak(length, entry.pk, "its hash is not the exported head's: the log was rewritten")
+    return None
 
 
 def verify_chain(batch_size: int = 2000) -> Iterator[ChainBreak]:

@@ -13,6 +13,7 @@ upstream's work items) has its tables in ``dashboard.index.models``, imported at
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import uuid
 from typing import Any, ClassVar
@@ -29,8 +30,26 @@ class AuditLogIsAppendOnly(Exception):
 
 OUTCOMES = ("succeeded", "failed", "denied")
 
+
 # The fields that go into an entry's hash, in the user's words. ``user`` (the foreign key) is left out on purpose:
 # deleting a user account nulls it, and that must not break the chain; ``username`` keeps who it was.
+def audit_chain_key() -> bytes:
+    """The key of the audit chain's HMAC: ``AUDIT_CHAIN_KEY``, else one derived from ``SECRET_KEY``. Whoever can
+    write the database but does not hold it cannot make an entry whose hash checks."""
+    configured = str(settings.AUDIT_CHAIN_KEY or "")
+    if configured:
+        return configured.encode("utf-8")
+    return hmac.new(
+        str(settings.SECRET_KEY).encode("utf-8"), b"dashboard.audit-chain", hashlib.sha256
+    ).digest()
+
+
+def chain_digest(fields: dict[str, Any]) -> str:
+    """HMAC-SHA256 of an entry's hashed fields (its previous entry's hash among them), as canonical JSON."""
+    canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hmac.new(audit_chain_key(), canonical.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
 HASHED_FIELDS = (
     "sequence",
     "created_at",
@@ -121,10 +140,7 @@ class AuditEntry(models.Model):
         return values
 
     def compute_hash(self) -> str:
-        canonical = json.dumps(
-            self.hashed_fields(), sort_keys=True, separators=(",", ":"), ensure_ascii=False
-        )
-        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+        return chain_digest(self.hashed_fields())
 
     def save(self, *args: Any, **kwargs: Any) -> None:
         if not self._state.adding:

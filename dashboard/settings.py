@@ -198,6 +198,11 @@ STUCK_STOPPING_SECONDS = env_int("STUCK_STOPPING_SECONDS", 300, minimum=10, maxi
 STUCK_QUEUED_SECONDS = env_int("STUCK_QUEUED_SECONDS", 600, minimum=10, maximum=7 * 86400)
 # The most work items one bulk stop may cover.
 BULK_MAX_ITEMS = env_int("BULK_MAX_ITEMS", 500, minimum=1, maximum=5000)
+# The audit chain's HMAC key (kept outside the database, so whoever can write the database cannot forge entries);
+# derived from SECRET_KEY when unset. Set it on its own in production: rotating SECRET_KEY then leaves it alone.
+AUDIT_CHAIN_KEY = env_str("AUDIT_CHAIN_KEY")
+if AUDIT_CHAIN_KEY and len(AUDIT_CHAIN_KEY) < 32:
+    raise ImproperlyConfigured("AUDIT_CHAIN_KEY must be at least 32 characters long")
 # Environment keys are stored encrypted with a key derived from this (or, if unset, from SECRET_KEY).
 ENVIRONMENT_KEY_ENCRYPTION_KEY = env_str("ENVIRONMENT_KEY_ENCRYPTION_KEY")
 if ENVIRONMENT_KEY_ENCRYPTION_KEY and len(ENVIRONMENT_KEY_ENCRYPTION_KEY) < 32:

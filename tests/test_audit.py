@@ -214,3 +214,103 @@ def test_fifty_concurrent_appends_form_one_intact_chain():
     assert sorted(AuditEntry.objects.values_list("sequence", flat=True)) == list(range(1, 51))
     assert len(set(AuditEntry.objects.values_list("work_id", flat=True))) == 50
     assert list(verify_chain()) == []
+
+
+def _rewrite_from(sequence: int, change: str, digest: str = "sha256") -> None:
+    """What someone who can write the database (but lacks the chain's key) can do: edit an entry's reason and
+    recompute every hash from it on, with the algorithm of their choosing, head row included."""
+    import hashlib
+    import hmac
+    import json
+
+    from dashboard.models import AuditChainHead
+
+    previous = AuditEntry.objects.get(sequence=sequence - 1).hash if sequence > 1 else GENESIS_HASH
+    with connection.cursor() as cursor:
+        cursor.execute("UPDATE dashboard_auditentry SET reason = %s WHERE sequence = %s", [change, sequence])
+    for entry in AuditEntry.objects.filter(sequence__gte=sequence).order_by("sequence"):
+        entry.prev_hash = previous
+        canonical = json.dumps(entry.hashed_fields(), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        if digest == "sha256":
+            new = hashlib.sha256(canonical.encode()).hexdigest()
+        else:  # an HMAC, under a key guessed wrong
+            new = hmac.new(b"a guessed key", canonical.encode(), hashlib.sha256).hexdigest()
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "UPDATE dashboard_auditentry SET prev_hash = %s, hash = %s WHERE id = %s", [previous, new, entry.pk]
+            )
+        previous = new
+    AuditChainHead.objects.update(last_hash=previous)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("digest", ["sha256", "hmac-guessed"])
+def test_a_rewrite_with_every_later_hash_recomputed_is_caught_without_the_key(digest):
+    add(30)
+    assert verify()[0] == 0
+
+    _rewrite_from(20, "nothing happened here", digest)
+
+    code, said = verify()
+    assert code == 1
+    assert "entry #20" in said and "it was changed" in said
+
+
+@pytest.mark.django_db
+def test_the_key_comes_from_the_environment_not_the_database(settings):
+    add(3)
+    assert verify()[0] == 0
+    settings.AUDIT_CHAIN_KEY = "another-key-of-at-least-thirty-two-characters"
+    code, said = verify()
+    assert code == 1 and "entry #1" in said
+
+
+def _export_head(tmp_path) -> str:
+    out = StringIO()
+    call_command("export_audit_head", stdout=out)
+    path = tmp_path / "audit-head.json"
+    path.write_text(out.getvalue())
+    return str(path)
+
+
+def verify_against(head: str) -> tuple[int, str]:
+    out, err = StringIO(), StringIO()
+    try:
+        call_command("verify_audit_chain", "--head", head, stdout=out, stderr=err)
+    except CommandError as exc:
+        return exc.returncode, err.getvalue() + str(exc)
+    return 0, out.getvalue()
+
+
+@pytest.mark.django_db
+def test_an_exported_head_catches_a_removed_tail_and_a_wiped_log(tmp_path):
+    from dashboard.models import AuditChainHead
+
+    add(10)
+    head = _export_head(tmp_path)
+    add(2)  # the log grows after the export: still intact against it
+    assert verify_against(head) == (0, "The audit chain is intact: 12 entries checked.\n")
+
+    # The newest five removed, and the head row rewound to match: the chain alone cannot tell.
+    seven = AuditEntry.objects.get(sequence=7)
+    with connection.cursor() as cursor:
+        cursor.execute("DELETE FROM dashboard_auditentry WHERE sequence > 7")
+    AuditChainHead.objects.update(length=7, last_hash=seven.hash)
+    assert verify()[0] == 0
+    code, said = verify_against(head)
+    assert code == 1 and "names entry #10, but the log ends at #7" in said
+
+    with connection.cursor() as cursor:
+        cursor.execute("DELETE FROM dashboard_auditentry")
+    AuditChainHead.objects.update(length=0, last_hash="")
+    assert verify() == (0, "The audit chain is intact: 0 entries checked.\n")
+    code, said = verify_against(head)
+    assert code == 1 and "the log ends at #0" in said
+
+
+@pytest.mark.django_db
+def test_an_unreadable_exported_head_is_said_plainly(tmp_path):
+    path = tmp_path / "head.json"
+    path.write_text("not json")
+    code, said = verify_against(str(path))
+    assert code == 2 and "Cannot read the exported head" in said
