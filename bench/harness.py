@@ -412,6 +412,7 @@ class Dashboard(Server):
                 "LIVE_REDIS_PREFIX": f"{workspace.redis_prefix}:{name}",
                 # The scenarios sign every screen in as one viewer: lift the per-person socket cap for them.
                 "LIVE_MAX_SOCKETS_PER_USER": "10000",
+                "LIVE_MAX_WATCHED_ITEMS_PER_USER": "100000",
                 **settings,
             }
         )

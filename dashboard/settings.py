@@ -235,6 +235,8 @@ ENVIRONMENT_KEYS = _environment_keys()
 # whatever the number of viewers or instances.
 # Live sockets one signed-in person may hold open on one instance (tabs, wall screens signed in as a person).
 LIVE_MAX_SOCKETS_PER_USER = env_int("LIVE_MAX_SOCKETS_PER_USER", 50, minimum=1, maximum=10_000)
+# Work items one signed-in person's sockets may have followed on one instance (a page follows the rows it shows).
+LIVE_MAX_WATCHED_ITEMS_PER_USER = env_int("LIVE_MAX_WATCHED_ITEMS_PER_USER", 500, minimum=1, maximum=100_000)
 FEED_INTERVAL_SECONDS = env_float("FEED_INTERVAL_SECONDS", 3.0, minimum=0.2, maximum=60)
 # Work items a page watches that the feed retrieves one by one per interval and environment, when the index's own
 # round has not confirmed them (the rest wait for the next interval).

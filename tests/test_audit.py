@@ -230,14 +230,17 @@ def _rewrite_from(sequence: int, change: str, digest: str = "sha256") -> None:
         cursor.execute("UPDATE dashboard_auditentry SET reason = %s WHERE sequence = %s", [change, sequence])
     for entry in AuditEntry.objects.filter(sequence__gte=sequence).order_by("sequence"):
         entry.prev_hash = previous
-        canonical = json.dumps(entry.hashed_fields(), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        canonical = json.dumps(
+            entry.hashed_fields(), sort_keys=True, separators=(",", ":"), ensure_ascii=False
+        )
         if digest == "sha256":
             new = hashlib.sha256(canonical.encode()).hexdigest()
         else:  # an HMAC, under a key guessed wrong
             new = hmac.new(b"a guessed key", canonical.encode(), hashlib.sha256).hexdigest()
         with connection.cursor() as cursor:
             cursor.execute(
-                "UPDATE dashboard_auditentry SET prev_hash = %s, hash = %s WHERE id = %s", [previous, new, entry.pk]
+                "UPDATE dashboard_auditentry SET prev_hash = %s, hash = %s WHERE id = %s",
+                [previous, new, entry.pk],
             )
         previous = new
     AuditChainHead.objects.update(last_hash=previous)

@@ -260,3 +260,39 @@ async def test_one_person_holds_a_bounded_number_of_sockets(live_runtime, upstre
     assert (await again.connect())[0]
     for comm in [*held, other, again]:
         await comm.disconnect()
+
+
+async def test_one_person_follows_a_bounded_number_of_work_items(live_runtime, upstream, settings):
+    """Every followed item costs the feed a refresh on the organization's key: one person's sockets together follow
+    at most LIVE_MAX_WATCHED_ITEMS_PER_USER of them; the rest of their rows are not followed."""
+    from dashboard.live.feed import work_key
+
+    settings.LIVE_MAX_WATCHED_ITEMS_PER_USER = 3
+    env, key = await sync_to_async(environment)(upstream, "many rows")
+    ids = [f"work_01Followed{n:012d}" for n in range(6)]
+
+    def followed() -> set[str]:
+        return {k for k, n in live_runtime.local_watch.items() if n and k.startswith("work:")}
+
+    cookie = await viewer_cookie()
+    first = communicator(f"/ws/live/{env['id']}/?work={ids[0]}&work={ids[1]}", cookie=cookie)
+    second = communicator(f"/ws/live/{env['id']}/?work={ids[2]}&work={ids[3]}&work={ids[4]}", cookie=cookie)
+    item_page = communicator(f"/ws/live/{env['id']}/{ids[5]}/", cookie=cookie)
+    for comm in (first, second, item_page):
+        assert (await comm.connect())[0]
+    assert followed() == {work_key(env["id"], w) for w in ids[:3]}
+
+    # Someone else has a cap of their own; a closed socket gives its items back.
+    other = communicator(
+        f"/ws/live/{env['id']}/{ids[5]}/",
+        cookie=await session_cookie(await sync_to_async(make_user)("viewer", "other")),
+    )
+    assert (await other.connect())[0]
+    assert work_key(env["id"], ids[5]) in followed()
+    await other.disconnect()
+    await first.disconnect()
+    again = communicator(f"/ws/live/{env['id']}/?work={ids[4]}&work={ids[5]}", cookie=cookie)
+    assert (await again.connect())[0]
+    assert followed() == {work_key(env["id"], w) for w in (ids[2], ids[4], ids[5])}
+    for comm in (second, item_page, again):
+        await comm.disconnect()

@@ -49,6 +49,8 @@ MAX_ROWS = 100
 # Open sockets per signed-in person in this process (LIVE_MAX_SOCKETS_PER_USER caps them): a script opening
 # hundreds of sockets, each watching made-up work ids, must not turn into upstream calls on the organization's key.
 _open_by_user: collections.Counter[Any] = collections.Counter()
+# Work items watched by each signed-in person's sockets in this process (rows of environment pages, item pages).
+_rows_by_user: collections.Counter[Any] = collections.Counter()
 # Close codes (4000-4999 are the application's): htmx reconnects only after abnormal closes, never after these.
 CLOSE_REVOKED = 4403
 CLOSE_SIGNED_OUT = 4401
@@ -177,6 +179,22 @@ class LiveConsumer(AsyncWebsocketConsumer):
         else:
             await self.close()
 
+    def _allowed_rows(self, requested: list[str]) -> list[str]:
+        """The requested work items this person may still have followed (``LIVE_MAX_WATCHED_ITEMS_PER_USER`` across
+        their sockets here): each one costs the feed a refresh, on the organization's key."""
+        allowance = max(0, int(settings.LIVE_MAX_WATCHED_ITEMS_PER_USER) - _rows_by_user[self.user_id])
+        allowed = sorted(requested)[:allowance]
+        if len(allowed) < len(requested):
+            logger.warning(
+                "Live socket of user %s follows %d of the %d work items it asked for: the per-person cap is reached",
+                self.user_id,
+                len(allowed),
+                len(requested),
+            )
+        self.rows_counted = len(allowed)
+        _rows_by_user[self.user_id] += len(allowed)
+        return allowed
+
     async def _known_environments(self, requested: list[str]) -> list[str]:
         """The requested environments that exist (when the list of environments is known)."""
         directory = await self.runtime.directory_with(requested)
@@ -213,7 +231,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
 
     async def _connect_environment(self, environment_id: str, query: dict[str, list[str]]) -> None:
         self.environments = {environment_id}
-        self.rows = set(_valid(_WORK_ID, query.get("work", []), MAX_ROWS))
+        self.rows = set(self._allowed_rows(_valid(_WORK_ID, query.get("work", []), MAX_ROWS)))
         watched = [env_key(environment_id), *(work_key(environment_id, w) for w in sorted(self.rows))]
         await self._start("environment", [group_name("environment", environment_id)], watched)
         (payload,) = await self.runtime.cached([environment_id])
@@ -222,9 +240,8 @@ class LiveConsumer(AsyncWebsocketConsumer):
 
     async def _connect_work_item(self, environment_id: str, work_id: str) -> None:
         self.environments = {environment_id}
-        await self._start(
-            "work_item", [group_name("work", environment_id, work_id)], [work_key(environment_id, work_id)]
-        )
+        watched = [work_key(environment_id, work_id)] if self._allowed_rows([work_id]) else []
+        await self._start("work_item", [group_name("work", environment_id, work_id)], watched)
         (payload,) = await self.runtime.cached([environment_id])
         text = (payload or {}).get("items", {}).get(work_id)
         if text:
@@ -270,6 +287,12 @@ class LiveConsumer(AsyncWebsocketConsumer):
         if getattr(self, "watched", None):
             self.runtime.unwatch(self.watched)
             self.watched = []
+        counted = getattr(self, "rows_counted", 0)
+        if counted:
+            self.rows_counted = 0
+            _rows_by_user[self.user_id] -= counted
+            if _rows_by_user[self.user_id] <= 0:
+                del _rows_by_user[self.user_id]
         if getattr(self, "accepted", False):
             metrics.WEBSOCKETS_OPEN.labels(self.kind).dec()
             self.accepted = False
