@@ -349,7 +349,10 @@ def test_every_client_operation_is_covered():
     operations = {
         name
         for name in dir(WorkAPIClient)
-        if not name.startswith("_") and name not in {"aclose", "base_url"} and not name.startswith("iter_")
+        # read_stop_answer reads an answer another door received: it sends nothing of its own.
+        if not name.startswith("_")
+        and name not in {"aclose", "base_url", "read_stop_answer"}
+        and not name.startswith("iter_")
     }
     assert operations == {case.ours for case in CASES}
     sync_operations = {
