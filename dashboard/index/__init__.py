@@ -5,7 +5,9 @@
 - ``queries``: every read of the index pages and counts use: the stuck set, counts per state, paging both ways,
   search, freshness.
 - ``sync``: how the live feed keeps the index in step with the upstream, within a request budget.
-- ``history``: item timelines and per-environment history samples, and the chart drawn from them.
+- ``history``: per-environment history samples, one a minute (written by the feed holding the lease), and their
+  reads in bounded buckets for the environment page's charts (drawn by ``dashboard.live.sparkline``).
 
-Nothing here renders a page; nothing outside ``sync`` (and the small ``record_answer`` hook actions call) writes.
+Nothing here renders a page; nothing outside ``sync`` (and the small ``record_answer`` hook actions call) and
+``history`` (its samples) writes.
 """

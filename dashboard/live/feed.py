@@ -415,6 +415,8 @@ class EnvironmentFeed:
         return snapshot
 
     async def _write_history(self, now: datetime) -> None:
+        if self.minutes.next_end > now:
+            return  # nothing due before the next minute ends: no database call this round
         try:
             await database_sync_to_async(self.minutes.write_due)(
                 now, self.sync.confirmed_as_of, filled=self.sync.filled
