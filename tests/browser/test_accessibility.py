@@ -48,6 +48,7 @@ def main_pages(upstream: Any, settings: Any) -> tuple[dict[str, str], str]:
     settings.STUCK_HEARTBEAT_SECONDS = 0  # active work is stuck at once, so the stuck page has rows
     env, key = environment(upstream, "Payments")
     item = start_work(upstream, env["id"], key, state="active", metadata={"owner": "dana", "ticket": "OPS-1"})
+    start_work(upstream, env["id"], key, state="stopping")  # a third state's colours
     upstream.enqueue(env["id"], metadata={"owner": "lee"})
     fill_index(upstream, env["id"], key)
     link = DisplayLink(name="Ops room", environments=[env["id"]])
