@@ -108,3 +108,44 @@ def test_revoking_a_link_blanks_the_open_display(page, fast_feed, upstream, live
     expect(badge).to_be_visible()
     expect(badge).to_contain_text("This display link was revoked.")
     expect(page.locator(f"#wall-{shown['id']}")).to_be_hidden()
+
+
+def test_the_wall_display_fills_a_1080p_and_a_4k_screen_alike(page, fast_feed, upstream, shoot):
+    """The same layout at 1920x1080 and 3840x2160, twice as large on the 4K screen; the tiles use the screen's
+    height, and the age of the oldest waiting item stays on one line, even the longest the counter writes."""
+    from playwright.sync_api import expect
+
+    env, _ = environment(upstream, "Payments")
+    environment(upstream, "Search")
+    upstream.enqueue(env["id"])
+    link = DisplayLink(name="Ops room")
+    token = link.issue_token()
+    link.save()
+    tile = page.locator(f"#wall-{env['id']}")
+    page.goto(f"/display/{token}/")
+    expect(tile.locator("[data-figure=depth]")).to_have_text("1")
+    expect(tile.locator("[data-figure=oldest] [data-age-since]")).to_have_count(1)
+
+    measured = {}
+    for name, width, height in (("1080p", 1920, 1080), ("4k", 3840, 2160)):
+        page.set_viewport_size({"width": width, "height": height})
+        shoot(f"wall-{name}")
+        # Written and measured in one script, before the next update can replace the tile.
+        measured[name] = page.evaluate(
+            """id => {
+                const tile = document.getElementById("wall-" + id);
+                const age = tile.querySelector("[data-figure=oldest]");
+                age.querySelector("[data-age-since]").textContent = "23 h 59 min";
+                const tiles = [...document.querySelectorAll(".wall-tile")].map(t => t.getBoundingClientRect());
+                return {
+                    number: parseFloat(getComputedStyle(tile.querySelector("[data-figure=depth]")).fontSize),
+                    tilesBottom: Math.max(...tiles.map(box => box.bottom)),
+                    ageLines: Math.round(age.getBoundingClientRect().height / parseFloat(getComputedStyle(age).lineHeight)),
+                    ageFits: age.scrollWidth <= age.clientWidth,
+                };
+            }""",
+            env["id"],
+        )
+        assert measured[name]["tilesBottom"] > 0.85 * height, (name, measured[name])
+        assert measured[name]["ageLines"] == 1 and measured[name]["ageFits"], (name, measured[name])
+    assert measured["4k"]["number"] >= 1.9 * measured["1080p"]["number"], measured
