@@ -149,3 +149,43 @@ def test_openings_of_a_link_are_audited_once_an_hour_with_their_count(client, up
     )
     assert client.get(f"/display/{token}/").status_code == 200
     assert sorted(entry.sent["openings"] for entry in entries.all()) == [1, 5]
+
+
+def qr_modules(svg: str) -> list[list[int]]:
+    """The dark modules of a QR code drawn by segno as one SVG path (horizontal runs, 4 modules of border)."""
+    size = int(re.search(r'viewBox="0 0 (\d+) \d+"', svg).group(1))
+    grid = [[0] * size for _ in range(size)]
+    x = y = 0.0
+    path = re.search(r'<path class="qrline"[^>]* d="([^"]+)"', svg).group(1)
+    for command, first, second in re.findall(r"([Mmh])(-?[\d.]+)(?: (-?[\d.]+))?", path):
+        if command == "M":
+            x, y = float(first), float(second)
+        elif command == "m":
+            x, y = x + float(first), y + float(second)
+        else:
+            for column in range(int(x), int(x) + int(first)):
+                grid[int(y)][column] = 1
+            x += int(first)
+    return [row[4 : size - 4] for row in grid[4 : size - 4]]
+
+
+def test_the_new_link_is_shown_once_as_a_qr_code_of_its_address(client, upstream):
+    import segno
+
+    environment(upstream, "Payments")
+    client.force_login(make_user("admin"))
+    created = client.post("/displays/", {"name": "NOC wall", "time_zone": "UTC"})
+    page = client.get(created["Location"]).content.decode()
+    url = re.search(r"<code data-display-url>([^<]+)</code>", page).group(1)
+    token = url.rstrip("/").rsplit("/", 1)[1]
+    svg = re.search(r"<figure class=\"qr\" data-display-qr>\s*(<svg.*?</svg>)", page, re.S).group(1)
+    # The code on the page is the one for exactly this address (segno draws the same symbol for the same text).
+    expected = [list(row) for row in segno.make(url, error="m").matrix]
+    assert qr_modules(svg) == expected
+    # The picture adds no copy of the secret as text, and it is gone with the address on a reload.
+    assert token not in svg
+    assert page.count(token) == 2  # the address shown, and its copy button
+    again = client.get(created["Location"])
+    assert again.status_code == 302 and again["Location"] == "/displays/"
+    listing = client.get("/displays/").content.decode()
+    assert "data-display-qr" not in listing and token not in listing

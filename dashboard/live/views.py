@@ -20,6 +20,7 @@ import zoneinfo
 from datetime import timedelta
 from typing import Any
 
+import segno
 from asgiref.sync import async_to_sync, sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
@@ -29,6 +30,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.safestring import SafeString, mark_safe
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
@@ -135,6 +137,18 @@ def _links_page(
     return render(request, "live/display_links.html", context, status=400 if errors else 200)
 
 
+def link_qr_svg(url: str) -> SafeString:
+    """The display link as a QR code, an inline SVG (no request leaves the page), for a TV's browser or a phone to
+    open: dark modules on white in either colour scheme, as scanners expect, sized by the page's CSS."""
+    code = segno.make(url, error="m")
+    # segno writes only numbers, fixed colours and the title below into the SVG: nothing of the URL as text.
+    return mark_safe(
+        code.svg_inline(
+            scale=1, border=4, dark="#000", light="#fff", omitsize=True, svgclass="qr-code", title="QR code"
+        )
+    )
+
+
 @never_cache
 @require_GET
 @require_action("configure")
@@ -146,7 +160,9 @@ def display_link_created(request: HttpRequest) -> HttpResponse:
         return redirect("display_links")
     url = request.build_absolute_uri(f"/display/{kept.get('token', '')}/")
     form = {"name": "", "environments": [], "time_zone": conf.display_time_zone()}
-    response = _links_page(request, _directory_sync() or [], form, {}, {"link": link, "url": url})
+    response = _links_page(
+        request, _directory_sync() or [], form, {}, {"link": link, "url": url, "qr": link_qr_svg(url)}
+    )
     response["Cache-Control"] = "no-store"
     # The page holds the link's token: never let it travel further in a Referer.
     response["Referrer-Policy"] = "no-referrer"
