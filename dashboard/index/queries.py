@@ -35,7 +35,6 @@ from dashboard.index.models import (
     LIVE,
     IndexedEnvironment,
     IndexedWork,
-    IndexSample,
     WorkEvent,
     WorkState,
 )
@@ -54,7 +53,6 @@ __all__ = [
     "item",
     "page",
     "parse_search",
-    "samples",
     "search",
     "state_counts",
     "stuck_counts",
@@ -414,11 +412,6 @@ def as_work_item(row: IndexedWork) -> WorkItem:
 def timeline(environment_id: str, work_id: str) -> list[WorkEvent]:
     """What the sync saw happen to one item, oldest first."""
     return list(WorkEvent.objects.filter(environment_id=environment_id, work_id=work_id).order_by("at", "id"))
-
-
-def samples(environment_id: str, since: datetime) -> list[IndexSample]:
-    """An environment's history samples since ``since``, oldest first."""
-    return list(IndexSample.objects.filter(environment_id=environment_id, at__gte=since).order_by("at"))
 
 
 # --- freshness -----------------------------------------------------------------------------------------------

@@ -147,7 +147,7 @@ def record_items(
 
     ``page_cursor``: the list cursor the items were read with (None for a retrieve: the row keeps its cursor).
     ``timeline``: record the events of rows seen for the first time (the fill walk passes False: an old item's
-    timeline is read from its row's timestamps, see ``history.timeline``). Stopped items older than the
+    timeline is read from its row's timestamps, see ``queries.timeline``). Stopped items older than the
     retention are not added.
     """
     now = now or timezone.now()
