@@ -151,11 +151,11 @@ async def test_a_stopped_upstream_is_reported_as_unreachable(live_runtime, upstr
 async def test_it_stores_history_samples_draws_the_chart_and_prunes_old_samples(
     live_runtime, upstream, settings
 ):
-    settings.HISTORY_RETENTION_HOURS = 48  # the 30-hour-old sample stays until the retention is lowered below
+    settings.HISTORY_RETENTION_HOURS = 48  # the 20-hour-old sample stays until the retention is lowered below
     env, _ = await sync_to_async(environment)(upstream, "history")
     old = await sync_to_async(QueueSample.objects.create)(
         environment_id=env["id"],
-        at=timezone.now() - timedelta(hours=30),
+        at=timezone.now() - timedelta(hours=20),
         depth=9,
         pending=0,
         workers_polling=0,
@@ -167,12 +167,28 @@ async def test_it_stores_history_samples_draws_the_chart_and_prunes_old_samples(
     payload = (await live_runtime.cached([env["id"]]))[0]
     assert '<svg class="sparkline"' in payload["tile"] and 'class="spark-depth" d="M' in payload["tile"]
 
-    settings.HISTORY_RETENTION_HOURS = 24
+    settings.HISTORY_RETENTION_HOURS = 12
     live_runtime._pruned_at = -math.inf
     await live_runtime._prune_history()
     assert not await sync_to_async(QueueSample.objects.filter(pk=old.pk).exists)()
     assert await sync_to_async(QueueSample.objects.filter(environment_id=env["id"]).count)() >= 3
     live_runtime.unwatch([env_key(env["id"])])
+
+
+async def test_queue_samples_are_kept_a_day_whatever_the_history_retention(live_runtime, upstream, settings):
+    """The overview's chart spans an hour: its per-reading samples do not pile up for the 7-day retention."""
+    settings.HISTORY_RETENTION_HOURS = 168
+    env, _ = await sync_to_async(environment)(upstream, "queue history")
+    made = [
+        await sync_to_async(QueueSample.objects.create)(
+            environment_id=env["id"], at=timezone.now() - timedelta(hours=hours), depth=1, pending=0
+        )
+        for hours in (2, 30)
+    ]
+    live_runtime._pruned_at = -math.inf
+    await live_runtime._prune_history()
+    kept = await sync_to_async(lambda: set(QueueSample.objects.values_list("pk", flat=True)))()
+    assert made[0].pk in kept and made[1].pk not in kept
 
 
 async def test_it_counts_active_and_stuck_work_from_the_work_index(live_runtime, upstream, settings):

@@ -153,11 +153,15 @@ def _load_history_sync(environment_id: str, since: datetime) -> list[HistoryPoin
     ]
 
 
-def _prune_sync(before: datetime) -> int:
+# The overview's queue samples (one per reading, every interval) feed a one-hour chart: they are kept a day at
+# most, whatever HISTORY_RETENTION_HOURS keeps of the environments' minute samples.
+QUEUE_SAMPLES_MAX_HOURS = 24.0
+
+
+def _prune_sync(before: datetime, queue_before: datetime | None = None) -> int:
     from dashboard.live.models import QueueSample
 
-    deleted, _ = QueueSample.objects.filter(at__lt=before).delete()
-    # The environments' minute samples (the environment page's history) are kept as long.
+    deleted, _ = QueueSample.objects.filter(at__lt=max(before, queue_before or before)).delete()
     return deleted + history.prune(before)
 
 
@@ -763,9 +767,11 @@ class LiveRuntime:
         self._pruned_at = time.monotonic()
         if not await self.coordinator.hold("prune", ttl=PRUNE_EVERY_SECONDS):
             return
-        before = timezone.now() - timedelta(hours=conf.history_retention_hours())
+        now = timezone.now()
+        before = now - timedelta(hours=conf.history_retention_hours())
+        queue_before = now - timedelta(hours=QUEUE_SAMPLES_MAX_HOURS)
         try:
-            deleted = await database_sync_to_async(_prune_sync)(before)
+            deleted = await database_sync_to_async(_prune_sync)(before, queue_before)
         except Exception:
             logger.exception("Could not prune the queue history")
             return
