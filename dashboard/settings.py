@@ -316,6 +316,9 @@ if not DEBUG:
         # owner's decision (SECURE_HSTS_PRELOAD=1), not a default. Without it Django's deploy check would warn.
         SILENCED_SYSTEM_CHECKS = ["security.W021"]
     SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
+    # Behind a proxy that ends TLS, health probes and Prometheus reach each instance directly over plain HTTP: a
+    # redirect to https://<instance>:8000/ would fail them. Pages stay redirected.
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
     SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", False)
     CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", False)
     if env_bool("SECURE_PROXY_SSL_HEADER", False):
