@@ -794,6 +794,45 @@ def start_bulk(operation_id: uuid.UUID, resume_from: Any = None) -> bool:
     return True
 
 
+# Set when this process shuts down: its runners stop after the item in hand and their operations are handed over.
+_handing_over = threading.Event()
+
+
+def resume_interrupted_bulk() -> list[uuid.UUID]:
+    """Claim and resume every running operation whose runner is gone (its instance died or was restarted): the
+    live runtime of every instance calls this every few seconds, so an operation finishes without a page visit.
+    The claim moves the heartbeat from the stale value seen, so one instance wins."""
+    if _handing_over.is_set():
+        return []
+    stale = timezone.now() - _stale_after()
+    resumed = []
+    for operation in BulkOperation.objects.filter(status=BulkOperation.RUNNING, heartbeat_at__lt=stale):
+        if _runner_missing(operation) and start_bulk(operation.pk, resume_from=operation.heartbeat_at):
+            logger.info("Resumed bulk operation %s, interrupted on another runner", operation.pk)
+            resumed.append(operation.pk)
+    return resumed
+
+
+def hand_over_bulk(timeout: float = 15.0) -> list[uuid.UUID]:
+    """At shutdown: let this process's runners finish the item in hand, then mark their operations as free to
+    take at once (a heartbeat older than the stale window), so another instance resumes them within seconds."""
+    _handing_over.set()
+    with _runners_lock:
+        running = {operation_id: runner for operation_id, runner in _runners.items() if runner.is_alive()}
+    deadline = timezone.now() + timedelta(seconds=timeout)
+    for runner in running.values():
+        runner.join(max(0.0, (deadline - timezone.now()).total_seconds()))
+    handed = [op for op, runner in running.items() if not runner.is_alive()]
+    try:
+        free = timezone.now() - _stale_after() - timedelta(seconds=1)
+        BulkOperation.objects.filter(pk__in=handed, status=BulkOperation.RUNNING).update(heartbeat_at=free)
+        connections.close_all()
+    finally:
+        # A runner still busy past the timeout keeps its operation (its heartbeat says so); the process ends next.
+        _handing_over.clear()
+    return handed
+
+
 def wait_for_bulk(operation_id: uuid.UUID, timeout: float = 60.0) -> bool:
     """Block until this process's runner of the operation ends; True if it did (for tests and shutdown)."""
     with _runners_lock:
@@ -814,13 +853,16 @@ def _run_bulk(operation_id: uuid.UUID) -> None:
         )
         with upstream.sync_client() as api:
             for item in operation.items.filter(status=BulkItem.PENDING).order_by("position"):
+                if _handing_over.is_set():
+                    return  # this instance is shutting down: another resumes the pending items (hand_over_bulk)
                 _stop_one(api, operation, item, user)
                 BulkOperation.objects.filter(pk=operation_id).update(heartbeat_at=timezone.now())
         BulkOperation.objects.filter(pk=operation_id).update(
             status=BulkOperation.FINISHED, finished_at=timezone.now(), heartbeat_at=timezone.now()
         )
     except Exception:
-        # Left "running": the next look at the progress page after the stale window resumes the pending items.
+        # Left "running": another instance's live runtime (or the progress page) resumes the pending items once
+        # the stale window has passed.
         logger.exception("bulk operation %s stopped unexpectedly", operation_id)
     finally:
         connections.close_all()

@@ -332,3 +332,55 @@ def test_a_tampered_plan_is_refused(admin, upstream):
     assert response.status_code == 302
     assert response["Location"] == f"/environments/{env['id']}/"
     assert not BulkOperation.objects.exists()
+
+
+def _operation(env_id: str, work_ids: list[str], *, stale: bool) -> BulkOperation:
+    user = User.objects.get(username="admin")
+    operation = BulkOperation.objects.create(
+        environment_id=env_id, reason="r", force=True, selection="selected", created_by=user, username="admin"
+    )
+    for position, work_id in enumerate(work_ids):
+        BulkItem.objects.create(operation=operation, position=position, work_id=work_id)
+    if stale:
+        BulkOperation.objects.filter(pk=operation.pk).update(heartbeat_at=timezone.now() - timedelta(hours=1))
+    return operation
+
+
+def test_a_restarting_instance_hands_its_running_operation_over_and_another_finishes_it(admin, upstream):
+    env, key = environment(upstream, "east")
+    ids = [start_work(upstream, env["id"], key).id for _ in range(4)]
+    operation = _operation(env["id"], ids, stale=False)
+    upstream.set_fault(route="stop", latency_ms=400)  # each stop takes a while: the shutdown comes mid-run
+    actions.start_bulk(operation.pk)
+    deadline = timezone.now() + timedelta(seconds=20)
+    while not operation.items.exclude(status=BulkItem.PENDING).exists():
+        assert timezone.now() < deadline, "the runner did not start"
+
+    handed = actions.hand_over_bulk(timeout=20)  # what an instance's shutdown does
+
+    assert handed == [operation.pk]
+    operation.refresh_from_db()
+    done = operation.items.exclude(status=BulkItem.PENDING).count()
+    assert operation.status == "running" and 1 <= done < len(ids), "it stopped after the item in hand"
+    # Free to take at once: another instance's look for interrupted operations (every few seconds) claims it.
+    upstream.clear_faults()
+    assert actions.resume_interrupted_bulk() == [operation.pk]
+    assert actions.resume_interrupted_bulk() == []  # claimed once
+    assert actions.wait_for_bulk(operation.pk, timeout=60)
+    operation.refresh_from_db()
+    assert operation.status == "finished"
+    assert sorted(operation.items.values_list("status", flat=True)) == ["stopped"] * len(ids)
+    assert states(upstream, env["id"], ids) == ["stopped"] * len(ids)
+    # Every item stopped once, with one audit entry each: nothing lost, nothing doubled.
+    assert sorted(AuditEntry.objects.filter(action="force_stop").values_list("work_id", flat=True)) == sorted(
+        ids
+    )
+
+
+def test_a_running_operation_with_a_live_runner_is_left_alone(admin, upstream):
+    env, key = environment(upstream, "east")
+    ids = [start_work(upstream, env["id"], key).id]
+    operation = _operation(env["id"], ids, stale=False)  # its heartbeat is fresh: someone runs it
+    assert actions.resume_interrupted_bulk() == []
+    operation.refresh_from_db()
+    assert operation.status == "running" and operation.items.get().status == BulkItem.PENDING

@@ -21,7 +21,7 @@ from live_support import (
     session_cookie,
     wait_until,
 )
-from pages_support import environment, make_user, upstream  # noqa: F401
+from pages_support import environment, make_user, start_work, upstream  # noqa: F401
 
 from dashboard.index.models import IndexedWork
 from dashboard.live.feed import env_key
@@ -253,3 +253,37 @@ async def test_every_environment_with_a_key_is_indexed_without_viewers(live_runt
     assert keyless["id"] not in live_runtime.feeds
     rows = await sync_to_async(lambda: list(IndexedWork.objects.filter(environment_id=env["id"])))()
     assert [row.state for row in rows] == ["queued"]
+
+
+async def test_a_bulk_stop_whose_instance_died_is_finished_by_the_live_runtime_without_a_page_visit(
+    live_runtime, upstream
+):
+    from django.contrib.auth.models import User
+
+    from dashboard.models import BulkItem, BulkOperation
+
+    env, key = await sync_to_async(environment)(upstream, "orphaned bulk")
+    item = await sync_to_async(start_work)(upstream, env["id"], key, state="active")
+
+    def orphan() -> BulkOperation:
+        user = User.objects.create_user("bulk-admin")
+        operation = BulkOperation.objects.create(
+            environment_id=env["id"],
+            reason="r",
+            force=True,
+            selection="selected",
+            created_by=user,
+            username="a",
+        )
+        BulkItem.objects.create(operation=operation, position=0, work_id=item.id)
+        # Its runner's instance died an hour ago.
+        BulkOperation.objects.filter(pk=operation.pk).update(heartbeat_at=timezone.now() - timedelta(hours=1))
+        return operation
+
+    operation = await sync_to_async(orphan)()
+
+    def finished() -> bool:
+        return BulkOperation.objects.get(pk=operation.pk).status == BulkOperation.FINISHED
+
+    await wait_until(lambda: sync_to_async(finished)(), timeout=15)
+    assert await sync_to_async(lambda: BulkItem.objects.get(operation=operation).status)() == "stopped"

@@ -153,6 +153,9 @@ def _load_history_sync(environment_id: str, since: datetime) -> list[HistoryPoin
     ]
 
 
+# How often each instance looks for bulk operations whose runner is gone (dead or restarted instance).
+BULK_RESUME_EVERY_SECONDS = 5.0
+
 # The overview's queue samples (one per reading, every interval) feed a one-hour chart: they are kept a day at
 # most, whatever HISTORY_RETENTION_HOURS keeps of the environments' minute samples.
 QUEUE_SAMPLES_MAX_HOURS = 24.0
@@ -490,6 +493,7 @@ class LiveRuntime:
         # The overview's headline as last sent from here: its figures and when (``_publish_headline``).
         self._headline_figures: tuple[int, int] | None = None
         self._headline_sent_at = -math.inf
+        self._bulk_checked_at = -math.inf
         self.stopped = False
 
     # --- lifecycle
@@ -515,8 +519,17 @@ class LiveRuntime:
             self._task = asyncio.create_task(self._supervise(), name="live-supervisor")
 
     async def stop(self) -> None:
-        """Stop every feed and give their leases up, so another instance takes them over at once."""
+        """Stop every feed and give their leases up, so another instance takes them over at once; bulk stops
+        running here finish the item in hand and are left for another instance to resume."""
+        from dashboard import actions
+
         self.stopped = True
+        try:
+            handed = await database_sync_to_async(actions.hand_over_bulk)()
+            if handed:
+                logger.info("Handed %d running bulk operation(s) over to the other instances", len(handed))
+        except Exception:
+            logger.exception("Could not hand the running bulk operations over")
         if self._task is not None:
             await _cancel_and_wait(self._task)
         for feed in list(self.feeds.values()):
@@ -704,10 +717,23 @@ class LiveRuntime:
             wanted = set(sorted(wanted)[:UNCHECKED_ENVIRONMENTS_CAP])
         await self._hold_feeds(wanted)
         await self._prune_history()
+        await self._resume_bulk()
         try:
             await self.relay.maintain()
         except Exception:
             logger.warning("Could not renew the live relay's groups", exc_info=True)
+
+    async def _resume_bulk(self) -> None:
+        """Bulk stops left running by an instance that died or was restarted go on here (one instance claims each)."""
+        from dashboard import actions
+
+        if time.monotonic() - self._bulk_checked_at < BULK_RESUME_EVERY_SECONDS:
+            return
+        self._bulk_checked_at = time.monotonic()
+        try:
+            await database_sync_to_async(actions.resume_interrupted_bulk)()
+        except Exception:
+            logger.exception("Could not look for interrupted bulk operations")
 
     async def _display_interest(self) -> DisplayInterest:
         if time.monotonic() - self._displays_read_at >= DISPLAY_REFRESH_SECONDS:
