@@ -691,6 +691,7 @@ async def bulk_start(request: HttpRequest, env_id: str) -> HttpResponse:
             "selection": plan["selection"],
             "count": len(plan["ids"]),
             "work_ids": plan["ids"],
+            "bulk_operation": str(operation.pk),
         },
         via=audit.via_of(request),
     )

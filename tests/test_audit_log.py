@@ -169,3 +169,91 @@ def test_the_trail_escapes_hostile_text():
         .strip()
         .endswith('<p class="subtle" data-audit-empty>Nothing recorded yet.</p>')
     )
+
+
+def test_environment_by_name_in_part_work_id_in_part_and_a_time_range(client):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from dashboard.index.models import IndexedEnvironment
+
+    seed()
+    IndexedEnvironment.objects.create(environment_id="env_b", name="Payments")
+    hour_ago = timezone.now() - timedelta(hours=1)
+    client.force_login(make_user("viewer", "reader"))
+
+    assert listed(client.get("/audit/?environment=paym").content.decode()) == ["4", "3"]
+    assert listed(client.get("/audit/?environment=env_").content.decode()) == ["4", "3", "2", "1"]
+    assert listed(client.get("/audit/?work_id=rk_2").content.decode()) == ["2"]
+    now = timezone.now()
+    assert listed(client.get(f"/audit/?since={hour_ago:%Y-%m-%dT%H:%M}").content.decode()) == [
+        "4",
+        "3",
+        "2",
+        "1",
+    ]
+    # "To" a minute includes that whole minute; a range ending before the entries finds none.
+    assert listed(client.get(f"/audit/?until={now:%Y-%m-%dT%H:%M}").content.decode()) == ["4", "3", "2", "1"]
+    assert listed(client.get(f"/audit/?until={hour_ago:%Y-%m-%d %H:%M}").content.decode()) == []
+    tomorrow = now + timedelta(days=1)
+    assert listed(client.get(f"/audit/?since={tomorrow:%Y-%m-%d}").content.decode()) == []
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ("since=yesterday", "“From” is not a time: use YYYY-MM-DD HH:MM (UTC)."),
+        ("until=2026-13-40", "“To” is not a time: use YYYY-MM-DD HH:MM (UTC)."),
+        ("since=2026-05-02&until=2026-05-01", "The time range ends before it starts."),
+        ("outcome=maybe", "The outcome must be one of: succeeded, failed, denied."),
+    ],
+)
+def test_unreadable_filters_are_a_400_that_says_why_and_keeps_what_was_typed(client, query, message):
+    from html import unescape
+
+    seed()
+    client.force_login(make_user("viewer", "reader"))
+
+    response = client.get(f"/audit/?{query}&user=dana")
+    html = unescape(response.content.decode())
+
+    assert response.status_code == 400
+    assert message in html
+    assert listed(html) == []
+    assert '<option value="dana" selected>' in html
+    export = client.get(f"/audit/export.csv?{query}")
+    assert export.status_code == 400 and message in export.content.decode()
+
+
+def test_actions_in_words_link_to_what_they_concern_and_paging_keeps_the_filters(client):
+    from dashboard.index.models import IndexedEnvironment
+
+    IndexedEnvironment.objects.create(environment_id="env_a", name="Payments")
+    operation = "5b2a4c1e-8f39-4d5e-9a77-1c2d3e4f5a6b"
+    for n in range(55):
+        audit.record(
+            user=None,
+            username="dana",
+            action="force_stop",
+            outcome="succeeded",
+            environment_id="env_a",
+            work_id=f"work_{n}",
+            sent={"force": True, "bulk_operation": operation},
+            via="bulk",
+        )
+    audit.record(user=None, username="dana", action="stop", outcome="succeeded", work_id="work_x/evil")
+    client.force_login(make_user("viewer", "reader"))
+
+    html = client.get("/audit/?action=force_stop&environment=Paym").content.decode()
+
+    assert '<span title="force_stop" data-action-words>Force-stopped</span>' in html
+    assert '<a href="/environments/env_a/work/work_54/" data-work-link>' in html
+    assert f'<a href="/environments/env_a/bulk/{operation}/" data-bulk-link>' in html
+    assert re.search(r'href="/environments/env_a/" data-environment-link>Payments</a>', html)
+    assert 'href="?action=force_stop&amp;environment=Paym&amp;page=2" rel="next"' in html
+    second = client.get("/audit/?action=force_stop&environment=Paym&page=2").content.decode()
+    assert len(listed(second)) == 5
+    # An id that cannot be part of an address is shown, not linked (and is no error).
+    plain = client.get("/audit/?work_id=evil").content.decode()
+    assert "<code>work_x/evil</code>" in plain and "data-work-link" not in plain
