@@ -86,12 +86,15 @@ def test_an_admin_force_stops_every_stuck_item(admin, upstream, stuck_now):
     assert "<strong data-progress>3 of 3</strong> done" in body
     assert sorted(re.findall(r'data-bulk-item="(work_[\w-]+)" data-result="stopped"', body)) == sorted(stuck)
     assert "hx-trigger" not in body  # finished: no more polling
+    assert f'<a href="/environments/{env["id"]}/" data-breadcrumb-environment>{env["id"]}</a>' in body
     entries = list(AuditEntry.objects.order_by("sequence"))
     assert [(e.action, e.outcome, e.via) for e in entries] == [("bulk_force_stop", "succeeded", "page")] + [
         ("force_stop", "succeeded", "bulk")
     ] * 3
     started = entries[0].sent
     assert started is not None and started["count"] == 3 and sorted(started["work_ids"]) == sorted(stuck)
+    # The audit log links the start to its progress page.
+    assert started["bulk_operation"] == str(operation.pk)
     assert {e.work_id for e in entries[1:]} == set(stuck)
     assert all(e.reason == "incident 42" and e.username == "admin" for e in entries)
     assert all(e.upstream_status == 200 and e.request_id for e in entries[1:])

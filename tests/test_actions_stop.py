@@ -296,3 +296,19 @@ def test_a_force_sent_to_the_graceful_address_is_refused_and_nothing_is_sent(cli
     assert force_url(item) in response.content.decode()
     assert upstream.requests()["total"] == 0
     assert state_of(upstream, item) == "active"
+
+
+def test_the_breadcrumbs_name_the_environment_as_the_index_knows_it(client, upstream):
+    from dashboard.index.models import IndexedEnvironment
+
+    env, key = environment(upstream, "east")
+    item = start_work(upstream, env["id"], key)
+    as_role(client, "operator")
+    crumb = f'<a href="/environments/{env["id"]}/" data-breadcrumb-environment>'
+
+    assert crumb + f"{env['id']}</a>" in client.get(url(item)).content.decode()  # not listed yet: the id
+    IndexedEnvironment.objects.create(environment_id=env["id"])
+    IndexedEnvironment.remember_names([{"id": env["id"], "name": "East <payments>"}])
+    assert crumb + "East &lt;payments&gt;</a>" in client.get(url(item)).content.decode()
+    metadata = client.get(f"/environments/{env['id']}/work/{item.id}/metadata/").content.decode()
+    assert crumb + "East &lt;payments&gt;</a>" in metadata

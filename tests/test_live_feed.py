@@ -287,3 +287,20 @@ async def test_a_bulk_stop_whose_instance_died_is_finished_by_the_live_runtime_w
 
     await wait_until(lambda: sync_to_async(finished)(), timeout=15)
     assert await sync_to_async(lambda: BulkItem.objects.get(operation=operation).status)() == "stopped"
+
+
+async def test_the_directory_read_names_each_indexed_environment(live_runtime, upstream):
+    from dashboard.index.models import IndexedEnvironment
+    from dashboard.index.queries import environment_name
+
+    env, _ = await sync_to_async(environment)(upstream, "Payments")
+
+    def stored_name():
+        return (
+            IndexedEnvironment.objects.filter(environment_id=env["id"]).values_list("name", flat=True).first()
+        )
+
+    await wait_until(sync_to_async(stored_name), timeout=10)
+    assert await sync_to_async(stored_name)() == "Payments"
+    assert await sync_to_async(environment_name)(env["id"]) == "Payments"
+    assert await sync_to_async(environment_name)("env_unknown") == "env_unknown"

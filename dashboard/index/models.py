@@ -125,6 +125,21 @@ class IndexedEnvironment(models.Model):
     def __str__(self) -> str:
         return f"index of {self.environment_id} ({'filled' if self.filled else 'filling'})"
 
+    @classmethod
+    def remember_names(cls, directory: list[dict[str, str]]) -> int:
+        """Store each environment's name as the upstream's list of environments gives it (``{"id", "name"}``
+        entries), for pages that name an environment without asking the upstream; rows the sync has not created
+        yet get theirs at the next read of the list. Returns how many names changed."""
+        names = {entry["id"]: str(entry.get("name") or "")[:512] for entry in directory if entry.get("id")}
+        stored = cls.objects.filter(environment_id__in=list(names)).values_list("environment_id", "name")
+        changed = 0
+        for environment_id, name in stored:
+            if names[environment_id] != name:
+                changed += cls.objects.filter(environment_id=environment_id).update(
+                    name=names[environment_id]
+                )
+        return changed
+
 
 class WorkEvent(models.Model):
     """One change in a work item's life that the sync observed, at the upstream's time when it gives one."""

@@ -10,6 +10,7 @@ everywhere. All functions are synchronous ORM reads (wrap them in ``database_syn
 - ``parse_search`` / ``search``: work id, session id, ``key=value`` on metadata, free text over metadata.
 - ``freshness``: how old the oldest live row is, whether the fill is complete, whether the sync is slowed.
 - ``item``, ``timeline``, ``samples``: one row, its observed history, an environment's history samples.
+- ``environment_name``: an environment's name as last listed by the upstream, else its id.
 
 What does not live here: writing rows (``dashboard.index.sync``), rendering (templates), the stuck rule itself
 (``dashboard.stuck``).
@@ -471,3 +472,16 @@ def freshness(environment_id: str | None = None, now: datetime | None = None) ->
             latest.rate_limited_at,
         )
     return result
+
+
+def environment_name(environment_id: str) -> str:
+    """The environment's name as the upstream last listed it (the live feed's directory read stores it), else its
+    id: for breadcrumbs and headings that must not wait on the upstream."""
+    from dashboard.index.models import IndexedEnvironment
+
+    name = (
+        IndexedEnvironment.objects.filter(environment_id=environment_id)
+        .values_list("name", flat=True)
+        .first()
+    )
+    return name or environment_id

@@ -43,7 +43,7 @@ from django.utils import timezone
 
 from dashboard import budget, stuck, upstream
 from dashboard.index import history, queries
-from dashboard.index.models import IndexedWork
+from dashboard.index.models import IndexedEnvironment, IndexedWork
 from dashboard.index.sync import EnvironmentSync, SyncRound
 from dashboard.live import conf, fanout, metrics
 from dashboard.live.coordination import Coordinator, coordinator_from_settings, new_instance_id
@@ -867,6 +867,8 @@ async def fetch_directory(coordinator: Coordinator, client: WorkAPIClient) -> li
     entries = [{"id": e.id, "name": e.name} for e in environments]
     with contextlib.suppress(Exception):
         await coordinator.put(DIRECTORY_CACHE_KEY, json.dumps(entries), SNAPSHOT_CACHE_SECONDS)
+    with contextlib.suppress(Exception):  # names for breadcrumbs; a failed write must not stop the feed
+        await database_sync_to_async(IndexedEnvironment.remember_names)(entries)
     return entries
 
 

@@ -78,3 +78,11 @@ def query(params: dict[str, Any], **changes: Any) -> str:
     merged = {**params, **changes}
     kept = {key: value for key, value in merged.items() if value not in (None, "")}
     return "?" + urlencode(kept) if kept else "?"
+
+
+@register.simple_tag
+def environment_name(environment_id: str) -> str:
+    """``{% environment_name id %}``: the environment's name from the work index, else its id (breadcrumbs)."""
+    from dashboard.index.queries import environment_name as name_of
+
+    return name_of(str(environment_id))
