@@ -51,6 +51,34 @@ def test_it_lists_every_stuck_item_across_environments_with_counts(viewer, upstr
     assert "&lt;b&gt;x&lt;/b&gt;" in html
 
 
+def test_each_stuck_row_offers_the_actions_of_the_reader_s_role(client, upstream, settings):
+    settings.STUCK_HEARTBEAT_SECONDS = 0
+    east, east_key = environment(upstream, "east")
+    west, west_key = environment(upstream, "west")
+    active = start_work(upstream, east["id"], east_key, state="active")
+    stopping = start_work(upstream, west["id"], west_key, state="stopping")
+    for env, key in ((east, east_key), (west, west_key)):
+        fill_index(upstream, env["id"], key)
+
+    def actions(role):
+        client.force_login(make_user(role, f"{role}-reader"))
+        html = client.get("/stuck/").content.decode()
+        rows = dict(re.findall(r'<tr class="is-stuck" data-work-id="(work_[\w-]+)">(.*?)</tr>', html, re.S))
+        return {
+            work_id: re.findall(r'href="([^"]+)" data-action="(\w+)"', row) for work_id, row in rows.items()
+        }
+
+    stop = f"/environments/{east['id']}/work/{active.id}/stop/"
+    stop_stopping = f"/environments/{west['id']}/work/{stopping.id}/stop/"
+    assert actions("viewer") == {active.id: [], stopping.id: []}
+    # An operator stops gracefully; a stopping item can only be ended by an admin (a second stop is a force-stop).
+    assert actions("operator") == {active.id: [(stop, "stop")], stopping.id: []}
+    assert actions("admin") == {
+        active.id: [(stop, "stop"), (stop + "?force=1", "force_stop")],
+        stopping.id: [(stop_stopping + "?force=1", "force_stop")],
+    }
+
+
 def test_it_says_when_nothing_is_stuck(viewer, upstream):
     env, key = environment(upstream, "fine")
     start_work(upstream, env["id"], key, state="active")
