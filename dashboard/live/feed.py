@@ -599,6 +599,8 @@ class LiveRuntime:
     async def _read_directory(self) -> None:
         before = [entry["id"] for entry in self._directory] if self._directory is not None else None
         self._set_directory(await fetch_directory(self.coordinator, self.client))
+        with contextlib.suppress(Exception):  # names for breadcrumbs; a failed write must not stop the feed
+            await database_sync_to_async(IndexedEnvironment.remember_names)(self._directory or [])
         after = [entry["id"] for entry in self._directory or []]
         if before is not None and before != after:
             # Wall displays showing every environment re-render when one is added or goes away.
@@ -867,8 +869,6 @@ async def fetch_directory(coordinator: Coordinator, client: WorkAPIClient) -> li
     entries = [{"id": e.id, "name": e.name} for e in environments]
     with contextlib.suppress(Exception):
         await coordinator.put(DIRECTORY_CACHE_KEY, json.dumps(entries), SNAPSHOT_CACHE_SECONDS)
-    with contextlib.suppress(Exception):  # names for breadcrumbs; a failed write must not stop the feed
-        await database_sync_to_async(IndexedEnvironment.remember_names)(entries)
     return entries
 
 
