@@ -51,6 +51,7 @@ ACTION_WORDS = {
     "view": "Viewed",
 }
 
+
 # The fields that go into an entry's hash, in the user's words. ``user`` (the foreign key) is left out on purpose:
 # deleting a user account nulls it, and that must not break the chain; ``username`` keeps who it was.
 def audit_chain_key() -> bytes:

@@ -74,8 +74,8 @@ def test_each_stuck_row_offers_the_actions_of_the_reader_s_role(client, upstream
     # An operator stops gracefully; a stopping item can only be ended by an admin (a second stop is a force-stop).
     assert actions("operator") == {active.id: [(stop, "stop")], stopping.id: []}
     assert actions("admin") == {
-        active.id: [(stop, "stop"), (stop + "?force=1", "force_stop")],
-        stopping.id: [(stop_stopping + "?force=1", "force_stop")],
+        active.id: [(stop, "stop"), (stop.replace("/stop/", "/force-stop/"), "force_stop")],
+        stopping.id: [(stop_stopping.replace("/stop/", "/force-stop/"), "force_stop")],
     }
 
 
