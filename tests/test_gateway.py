@@ -568,7 +568,7 @@ def test_tokens_are_stored_hashed(setup: Setup) -> None:
     assert secret not in dump and secret[len(token.prefix) :] not in dump
 
 
-def test_a_runaway_token_is_rate_limited_with_retry_after(
+def test_a_runaway_person_is_rate_limited_with_retry_after_whatever_their_number_of_tokens(
     setup: Setup, operator: tuple[User, str], settings: Any
 ) -> None:
     settings.GATEWAY_RATE_PER_MINUTE = 6
@@ -586,20 +586,25 @@ def test_a_runaway_token_is_rate_limited_with_retry_after(
     assert 1 <= retry_after <= 10
     assert request_id_of(raised.value).startswith("req_gateway_")
     assert setup.counts()["by_route"]["stats"] == 2
-    assert other.stats(setup.env_id).depth == 5  # each token has its own bucket
+    # The bucket is the person's: a second token of theirs gets no more calls; someone else has their own.
+    second = setup.sdk(make_token(operator[0], "second-script")).beta.environments.work
+    with pytest.raises(anthropic.RateLimitError):
+        second.stats(setup.env_id)
+    assert setup.counts()["by_route"]["stats"] == 2
+    assert other.stats(setup.env_id).depth == 5
 
 
 def test_the_bucket_refills_at_the_configured_rate(transactional_db: None, settings: Any) -> None:
     settings.GATEWAY_RATE_PER_MINUTE = 60
     settings.GATEWAY_RATE_BURST = 3
-    token, _ = tokens.mint(User.objects.create_user("olivia"), "t", 1)
+    user = User.objects.create_user("olivia")
     take = async_to_sync(ratelimit.take)
 
-    assert [take(token.pk, now=1000.0).allowed for _ in range(4)] == [True, True, True, False]
-    assert take(token.pk, now=1000.0).retry_after == 1
-    assert take(token.pk, now=1001.0).allowed  # one call a second comes back
-    assert not take(token.pk, now=1001.5).allowed
-    assert [take(token.pk, now=1100.0).allowed for _ in range(4)] == [
+    assert [take(user.pk, now=1000.0).allowed for _ in range(4)] == [True, True, True, False]
+    assert take(user.pk, now=1000.0).retry_after == 1
+    assert take(user.pk, now=1001.0).allowed  # one call a second comes back
+    assert not take(user.pk, now=1001.5).allowed
+    assert [take(user.pk, now=1100.0).allowed for _ in range(4)] == [
         True,
         True,
         True,
@@ -611,14 +616,14 @@ def test_instances_racing_on_one_bucket_never_overspend(transactional_db: None, 
     # Threads stand in for dashboard instances: each has its own database connection, as separate processes would.
     settings.GATEWAY_RATE_PER_MINUTE = 1
     settings.GATEWAY_RATE_BURST = 4
-    token, _ = tokens.mint(User.objects.create_user("olivia"), "t", 1)
+    user = User.objects.create_user("olivia")
     results: list[bool] = []
     barrier = threading.Barrier(10)
 
     def one_instance() -> None:
         try:
             barrier.wait()
-            results.append(async_to_sync(ratelimit.take)(token.pk, now=5000.0).allowed)
+            results.append(async_to_sync(ratelimit.take)(user.pk, now=5000.0).allowed)
         finally:
             connection.close()
 

@@ -318,13 +318,13 @@ async def gateway(request: HttpRequest, rest: str = "") -> HttpResponse:
             "The gateway needs a valid personal access token (Authorization: Bearer wqd_pat_… or x-api-key); "
             "this one is missing, unknown, revoked or expired.",
         )
-    decision = await ratelimit.take(token.pk)
+    decision = await ratelimit.take(token.user_id)
     if not decision.allowed:
         GATEWAY_REFUSALS.labels("rate_limited").inc()
         return error_response(
             429,
             "rate_limit_error",
-            f"This token has made more than {settings.GATEWAY_RATE_PER_MINUTE} calls a minute "
+            f"Your tokens have made more than {settings.GATEWAY_RATE_PER_MINUTE} calls a minute "
             f"(bursts up to {settings.GATEWAY_RATE_BURST}); try again in {decision.retry_after} s.",
             headers={"retry-after": str(decision.retry_after)},
         )

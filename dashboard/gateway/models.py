@@ -63,12 +63,15 @@ class PersonalAccessToken(models.Model):
 
 
 class RateBucket(models.Model):
-    """One token bucket per access token: how many calls it may still make at once, as of ``updated_at``.
+    """One token bucket per person: how many calls all their access tokens together may still make at once, as of
+    ``updated_at`` (a person with many tokens gets no more calls than with one).
 
     Times are Unix seconds (floats) so the refill can be computed inside a single SQL UPDATE on SQLite and
     PostgreSQL alike; see ``dashboard.gateway.ratelimit``.
     """
 
-    token = models.OneToOneField(PersonalAccessToken, on_delete=models.CASCADE, primary_key=True)
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, primary_key=True, related_name="+"
+    )
     tokens = models.FloatField()
     updated_at = models.FloatField()

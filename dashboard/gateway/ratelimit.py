@@ -1,6 +1,6 @@
-"""Per-token rate limit: a token bucket kept in the database, so every dashboard instance draws from the same one.
+"""Per-person rate limit: a token bucket kept in the database, so every dashboard instance draws from the same one.
 
-Each token has a bucket of at most ``GATEWAY_RATE_BURST`` calls that refills at ``GATEWAY_RATE_PER_MINUTE``.
+Each person (all their access tokens together: minting more tokens buys no more calls) has a bucket of at most ``GATEWAY_RATE_BURST`` calls that refills at ``GATEWAY_RATE_PER_MINUTE``.
 Taking a call is one SQL UPDATE that refills and decrements in the same statement, guarded by "at least one call
 left", so two instances racing on one bucket cannot both spend the last call (the database serialises the
 writes; no row lock or read-modify-write in Python). The database rather than the cache because the dashboard's
@@ -34,8 +34,8 @@ def _limits() -> tuple[float, float]:
     return per_minute / 60.0, burst
 
 
-async def take(token_id: int, now: float | None = None) -> Decision:
-    """Spends one call from the token's bucket, or says how long to wait for one."""
+async def take(user_id: int, now: float | None = None) -> Decision:
+    """Spends one call from the person's bucket, or says how long to wait for one."""
     rate, burst = _limits()
     now = time.time() if now is None else now
     # Elapsed time is clamped at zero so an instance whose clock lags another's never drains a bucket.
@@ -46,16 +46,16 @@ async def take(token_id: int, now: float | None = None) -> Decision:
     )
     for _ in range(2):
         spent = await RateBucket.objects.filter(
-            GreaterThanOrEqual(refilled, Value(1.0)), token_id=token_id
+            GreaterThanOrEqual(refilled, Value(1.0)), user_id=user_id
         ).aupdate(tokens=refilled - Value(1.0), updated_at=Greatest(F("updated_at"), Value(now)))
         if spent:
             return Decision(allowed=True)
-        bucket = await RateBucket.objects.filter(token_id=token_id).afirst()
+        bucket = await RateBucket.objects.filter(user_id=user_id).afirst()
         if bucket is not None:
             available = min(burst, bucket.tokens + max(0.0, now - bucket.updated_at) * rate)
             return Decision(allowed=False, retry_after=max(1, math.ceil((1.0 - available) / rate)))
         try:
-            await RateBucket.objects.acreate(token_id=token_id, tokens=burst - 1.0, updated_at=now)
+            await RateBucket.objects.acreate(user_id=user_id, tokens=burst - 1.0, updated_at=now)
             return Decision(allowed=True)
         except IntegrityError:
             continue  # another instance created it first: go round once more and spend from it
