@@ -12,16 +12,21 @@ The page that shows the log and its exports live in ``dashboard.auditlog``; the 
 
 from __future__ import annotations
 
+import collections
 import hmac
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import F, QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
+from prometheus_client import Counter
 
 from dashboard.models import OUTCOMES, AuditChainHead, AuditEntry
 from workqueue.errors import redact
@@ -141,6 +146,55 @@ def _record_kwargs(kwargs: dict[str, Any]) -> AuditEntry:
 def entries_for_work(work_id: str) -> QuerySet[AuditEntry]:
     """The audit trail of one work item, newest first."""
     return AuditEntry.objects.filter(work_id=work_id).order_by("-sequence")
+
+
+# --- refusals: audited, but not without bound ------------------------------------------------------------------
+
+REFUSALS_UNRECORDED = Counter(
+    "dashboard_audit_refusals_unrecorded_total",
+    "Refused requests not written to the audit log one by one, because their person (or token owner) passed "
+    "AUDIT_REFUSALS_PER_MINUTE on this instance.",
+)
+_refusals: dict[str, collections.deque[float]] = {}
+_refusals_lock = threading.Lock()
+
+
+def refusal_verdict(who: str, now: float | None = None) -> str:
+    """Whether a refused request of ``who`` (a user id, or the address of an anonymous caller) is written to the
+    audit log: "record"; "last" for the one that reaches AUDIT_REFUSALS_PER_MINUTE in a minute (its entry says
+    further ones are counted only); "skip" after that, until the minute has passed. Per instance."""
+    limit = int(settings.AUDIT_REFUSALS_PER_MINUTE)
+    now = time.monotonic() if now is None else now
+    with _refusals_lock:
+        seen = _refusals.setdefault(who, collections.deque())
+        while seen and now - seen[0] >= 60.0:
+            seen.popleft()
+        if len(seen) >= limit:
+            REFUSALS_UNRECORDED.inc()
+            return "skip"
+        seen.append(now)
+        if len(_refusals) > 10_000:  # forget the quiet ones, so the table stays small whoever calls
+            for key in [k for k, v in _refusals.items() if not v]:
+                del _refusals[key]
+        return "last" if len(seen) == limit else "record"
+
+
+def record_refusal(who: str, **fields: Any) -> AuditEntry | None:
+    """``record(**fields)`` for a refused request, within the per-person allowance (``refusal_verdict``)."""
+    verdict = refusal_verdict(who)
+    if verdict == "skip":
+        return None
+    if verdict == "last":
+        limit = int(settings.AUDIT_REFUSALS_PER_MINUTE)
+        fields["error"] = (
+            f"{fields.get('error', '')} ({limit} refusals in a minute: further ones this minute are counted in "
+            "dashboard_audit_refusals_unrecorded_total, not written here)"
+        ).strip()
+    return record(**fields)
+
+
+async def arecord_refusal(who: str, **fields: Any) -> AuditEntry | None:
+    return await sync_to_async(record_refusal)(who, **fields)
 
 
 @dataclass(frozen=True)

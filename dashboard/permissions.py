@@ -137,6 +137,13 @@ def _submitted(request: HttpRequest, action: str) -> dict[str, Any]:
     return submitted
 
 
+def _refuser(request: HttpRequest, user: Any) -> str:
+    """Whose refusals these are, for the audit log's allowance: the signed-in person, else the caller's address."""
+    if getattr(user, "is_authenticated", False):
+        return f"user:{user.pk}"
+    return f"address:{request.META.get('REMOTE_ADDR', '')}"
+
+
 def deny(
     request: HttpRequest,
     user: Any,
@@ -151,7 +158,8 @@ def deny(
 
     if request.method not in ("GET", "HEAD", "OPTIONS"):
         needed = ACTIONS.get(action)
-        audit.record(
+        audit.record_refusal(
+            _refuser(request, user),
             user=user,
             action=action,
             outcome="denied",

@@ -198,6 +198,9 @@ STUCK_STOPPING_SECONDS = env_int("STUCK_STOPPING_SECONDS", 300, minimum=10, maxi
 STUCK_QUEUED_SECONDS = env_int("STUCK_QUEUED_SECONDS", 600, minimum=10, maximum=7 * 86400)
 # The most work items one bulk stop may cover.
 BULK_MAX_ITEMS = env_int("BULK_MAX_ITEMS", 500, minimum=1, maximum=5000)
+# Refused requests one person (or one address, signed out) gets written to the audit log a minute, per instance;
+# beyond it they are counted in dashboard_audit_refusals_unrecorded_total, so refusals cannot grow the log unbounded.
+AUDIT_REFUSALS_PER_MINUTE = env_int("AUDIT_REFUSALS_PER_MINUTE", 30, minimum=1, maximum=100_000)
 # The audit chain's HMAC key (kept outside the database, so whoever can write the database cannot forge entries);
 # derived from SECRET_KEY when unset. Set it on its own in production: rotating SECRET_KEY then leaves it alone.
 AUDIT_CHAIN_KEY = env_str("AUDIT_CHAIN_KEY")

@@ -139,3 +139,13 @@ def start_emulator(tmp_path: Path) -> Iterator[Callable[..., EmulatorProcess]]:
     yield start
     for server in started:
         server.stop()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_refusal_allowance() -> Iterator[None]:
+    """Each test starts with every person's allowance of audited refusals full (it is per process)."""
+    from dashboard import audit
+
+    audit._refusals.clear()
+    yield
+    audit._refusals.clear()

@@ -201,3 +201,33 @@ def test_a_refused_request_is_audited_in_a_few_kilobytes(client, upstream):
     assert set(entry.sent) >= set(fields)  # every field is named
     stored = len(json.dumps(entry.sent)) + len(entry.reason)
     assert stored < 8 * 1024, stored
+
+
+def test_refusals_are_audited_within_an_allowance_per_person(client, upstream, settings):  # noqa: F811
+    """A viewer hammering an action they may not take cannot grow the audit log without bound: every attempt is
+    still refused, the first AUDIT_REFUSALS_PER_MINUTE are written (the last saying so), the rest only counted."""
+    from prometheus_client import REGISTRY
+
+    settings.AUDIT_REFUSALS_PER_MINUTE = 5
+    env, key = environment(upstream, "east")
+    item = start_work(upstream, env["id"], key)
+    client.force_login(make_user("viewer"))
+    unrecorded = REGISTRY.get_sample_value("dashboard_audit_refusals_unrecorded_total") or 0.0
+
+    answers = [
+        client.post(f"/environments/{env['id']}/work/{item.id}/stop/", {"reason": f"try {n}"}).status_code
+        for n in range(12)
+    ]
+
+    assert answers == [403] * 12
+    entries = list(AuditEntry.objects.order_by("sequence"))
+    assert [e.reason for e in entries] == [f"try {n}" for n in range(5)]
+    assert all(e.outcome == "denied" for e in entries)
+    assert "further ones this minute are counted" in entries[-1].error
+    assert REGISTRY.get_sample_value("dashboard_audit_refusals_unrecorded_total") - unrecorded == 7
+    # Someone else's refusals have an allowance of their own.
+    client.force_login(make_user("viewer", username="vera"))
+    assert (
+        client.post(f"/environments/{env['id']}/work/{item.id}/stop/", {"reason": "mine"}).status_code == 403
+    )
+    assert AuditEntry.objects.latest("sequence").reason == "mine"

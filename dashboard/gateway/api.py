@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+from functools import partial
 from typing import Any, Final
 from urllib.parse import quote
 
@@ -129,8 +130,12 @@ class _Gateway:
         self.operation = call.operation
         self.reason = _reason(request)
 
-    async def record(self, *, action: str, outcome: str, sent: Any, error: str = "", **more: Any) -> None:
-        await audit.arecord(
+    async def record(
+        self, *, action: str, outcome: str, sent: Any, error: str = "", refusal: bool = False, **more: Any
+    ) -> None:
+        # A refusal counts against the token owner's allowance of audited refusals (audit.refusal_verdict).
+        write = partial(audit.arecord_refusal, f"user:{self.user.pk}") if refusal else audit.arecord
+        await write(
             user=self.user,
             action=action,
             outcome=outcome,
@@ -152,7 +157,9 @@ class _Gateway:
 
     async def deny(self, action: str, message: str, *, body: Any = None) -> HttpResponse:
         GATEWAY_REFUSALS.labels("forbidden").inc()
-        await self.record(action=action, outcome="denied", sent=self.sent(refused_body(body)), error=message)
+        await self.record(
+            action=action, outcome="denied", sent=self.sent(refused_body(body)), error=message, refusal=True
+        )
         return error_response(403, "permission_error", message)
 
     async def role_allows(self, action: str) -> bool:
@@ -250,7 +257,11 @@ class _Gateway:
                 f"(e.g. '{REASON_HEADER}: INC-1234 draining stuck sessions')."
             )
             await self.record(
-                action=action, outcome="denied", sent=self.sent(refused_body(body)), error=message
+                action=action,
+                outcome="denied",
+                sent=self.sent(refused_body(body)),
+                error=message,
+                refusal=True,
             )
             return error_response(400, "invalid_request_error", message)
         # The body is re-encoded from what was checked, so the upstream acts on exactly what the role check saw
