@@ -1,4 +1,5 @@
-"""Template context every page's layout needs: the deployment label, the signed-in person's role and time display.
+"""Template context every page's layout needs: the deployment label, the signed-in person's role, time display and
+colours.
 
 Values that need the database are lazy, so pages that never show them (and the login page) pay nothing.
 """
@@ -34,6 +35,16 @@ def _prefers_local_time(request: HttpRequest) -> bool:
     return UserPreference.objects.filter(user_id=user.pk, local_time=True).exists()
 
 
+def _theme(request: HttpRequest) -> str:
+    from dashboard.models import UserPreference
+
+    user = getattr(request, "user", None)
+    if user is None or not user.is_authenticated:
+        return "auto"
+    theme = UserPreference.objects.filter(user_id=user.pk).values_list("theme", flat=True).first()
+    return theme or "auto"
+
+
 def layout(request: HttpRequest) -> dict[str, Any]:
     label = str(settings.DASHBOARD_LABEL)
     return {
@@ -43,4 +54,6 @@ def layout(request: HttpRequest) -> dict[str, Any]:
         "user_role_label": SimpleLazyObject(lambda: _role_label(request)),
         "user_can_configure": SimpleLazyObject(lambda: _can_configure(request)),
         "prefers_local_time": SimpleLazyObject(lambda: _prefers_local_time(request)),
+        "theme": SimpleLazyObject(lambda: _theme(request)),
+        "theme_choices": (("auto", "System colours"), ("light", "Light"), ("dark", "Dark")),
     }

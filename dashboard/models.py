@@ -338,6 +338,12 @@ class UserPreference(models.Model):
     local_time = models.BooleanField(
         default=False, help_text="Show times in the browser's time zone, not UTC."
     )
+    theme = models.CharField(
+        max_length=8,
+        choices=[("auto", "System"), ("light", "Light"), ("dark", "Dark")],
+        default="auto",
+        help_text="Colours: the system's light or dark setting, or always one of them.",
+    )
 
     def __str__(self) -> str:
         return f"preferences of {self.user_id}"

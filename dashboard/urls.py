@@ -17,6 +17,7 @@ urlpatterns: list[URLPattern | URLResolver] = [
     path("environments/<str:env_id>/", views.environment, name="environment"),
     path("environments/<str:env_id>/work/<str:work_id>/", views.work_item, name="work_item"),
     path("preferences/time", views.time_preference, name="time_preference"),
+    path("preferences/theme", views.theme_preference, name="theme_preference"),
     path("robots.txt", views.robots_txt, name="robots_txt"),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),

@@ -29,6 +29,7 @@ from django.shortcuts import render
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.cache import patch_vary_headers
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.middleware import HtmxDetails
 
@@ -831,6 +832,24 @@ async def time_preference(request: HttpRequest) -> HttpResponse:
         user_id=request.user.pk, defaults={"local_time": local_time}
     )
     return HttpResponse(status=204)
+
+
+THEMES = ("auto", "light", "dark")
+
+
+@require_POST
+@require_action("view")
+async def theme_preference(request: HttpRequest) -> HttpResponse:
+    """Remember this person's colours (the system's setting, light or dark), then back to the page they were on."""
+    theme = str(request.POST.get("theme", ""))
+    if theme not in THEMES:
+        return HttpResponse(
+            f"The colours must be one of: {', '.join(THEMES)}.", status=400, content_type="text/plain"
+        )
+    await UserPreference.objects.aupdate_or_create(user_id=request.user.pk, defaults={"theme": theme})
+    back = str(request.POST.get("next", ""))
+    safe = url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()}, require_https=False)
+    return HttpResponseRedirect(back if back.startswith("/") and safe else reverse("overview"))
 
 
 @require_GET

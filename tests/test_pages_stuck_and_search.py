@@ -284,3 +284,23 @@ def test_the_time_switch_needs_a_csrf_token(upstream):
     client.force_login(make_user("viewer"))
 
     assert client.post("/preferences/time", {"local_time": "1"}).status_code == 403
+
+
+def test_the_colour_choice_is_remembered_per_person_and_checked(client, upstream):
+    from dashboard.models import UserPreference
+
+    user = make_user("viewer")
+    client.force_login(user)
+
+    chosen = client.post("/preferences/theme", {"theme": "dark", "next": "/stuck/"})
+    refused = client.post("/preferences/theme", {"theme": "purple"})
+    elsewhere = client.post("/preferences/theme", {"theme": "light", "next": "https://evil.example/"})
+
+    assert chosen.status_code == 302 and chosen["Location"] == "/stuck/"
+    assert (
+        refused.status_code == 400
+        and refused.content.decode() == "The colours must be one of: auto, light, dark."
+    )
+    assert elsewhere.status_code == 302 and elsewhere["Location"] == "/"
+    assert UserPreference.objects.get(user=user).theme == "light"
+    assert '<html lang="en" data-theme="light">' in client.get("/stuck/").content.decode()

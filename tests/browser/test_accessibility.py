@@ -105,3 +105,32 @@ def test_every_main_page_has_no_accessibility_violation(page, live_feed, sign_in
         page.goto(url)
         check(name)
     assert not found, "axe found:\n" + "\n".join(found)
+
+
+def test_a_person_s_colour_choice_overrides_the_system_s(page, sign_in, upstream, shoot):
+    environment(upstream, "Payments")
+    sign_in("viewer")
+    background = "() => getComputedStyle(document.body).backgroundColor"
+
+    page.emulate_media(color_scheme="light")
+    page.goto("/")
+    light = page.evaluate(background)
+    page.select_option("#theme-choice", "dark")
+    page.get_by_role("button", name="Set").click()
+    page.wait_for_url("**/")
+    assert page.evaluate(background) != light
+    assert page.locator("html").get_attribute("data-theme") == "dark"
+    assert violations(page, only=["color-contrast"]) == []
+    shoot("chosen-dark")
+
+    # Chosen light stays light on a dark system; "System colours" follows the system again.
+    page.emulate_media(color_scheme="dark")
+    page.select_option("#theme-choice", "light")
+    page.get_by_role("button", name="Set").click()
+    page.wait_for_url("**/")
+    assert page.evaluate(background) == light
+    page.select_option("#theme-choice", "auto")
+    page.get_by_role("button", name="Set").click()
+    page.wait_for_url("**/")
+    assert page.locator("html").get_attribute("data-theme") is None
+    assert page.evaluate(background) != light
