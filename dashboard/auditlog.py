@@ -85,7 +85,7 @@ def _filters(request: HttpRequest) -> AuditFilters:
 
 
 def _through_minute(moment: datetime) -> datetime:
-    """ "To 12:30" includes 12:30:59: a time given to the minute (or a date) covers that minute (or day)."""
+    """The end of a range given to the minute (or as a date) covers that minute (or day): to 12:30 takes 12:30:59."""
     if moment.second or moment.microsecond:
         return moment
     if moment.hour == 0 and moment.minute == 0:
