@@ -64,7 +64,8 @@ def test_the_wall_display_follows_the_queue_for_hours_without_growing(page, fast
     for depth in range(2, 6):
         upstream.enqueue(shown["id"])
         expect(tile.locator("[data-figure=depth]")).to_have_text(str(depth))
-    deadline = time.monotonic() + 20
+    # What is measured is the page's size after many updates, not their pace: a busy machine may take longer.
+    deadline = time.monotonic() + 60
     while page.evaluate("window.liveUpdates") < 40:
         assert time.monotonic() < deadline, "updates stopped arriving"
         page.wait_for_timeout(200)
