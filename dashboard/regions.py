@@ -25,7 +25,7 @@ from dashboard.index import history
 from dashboard.live import conf, sparkline
 from dashboard.live.snapshots import Snapshot, Staleness
 from dashboard.live.sparkline import HistoryPoint
-from workqueue.records import Environment
+from workqueue.records import Environment, QueueStats
 
 if TYPE_CHECKING:
     from dashboard.views import Tile
@@ -106,20 +106,34 @@ def apply_index_figures(
 
 def snapshot_of_tile(tile: Tile, now: datetime, history: list[HistoryPoint]) -> Snapshot:
     """A tile read by the page itself (no feed has run for it yet), in the shape the feed publishes."""
-    snapshot = Snapshot(
-        environment_id=tile.environment.id,
-        name=tile.environment.name,
-        at=now if tile.stats is not None else None,
-        published_at=now,
-        history=history,
+    return snapshot_of_stats(
+        tile.environment.id, tile.environment.name, tile.stats, tile.stats_failure, now, history
     )
-    if tile.stats is not None:
-        snapshot.depth = tile.stats.depth
-        snapshot.pending = tile.stats.pending
-        snapshot.workers_polling = tile.stats.workers_polling
-        snapshot.oldest_queued_at = tile.stats.oldest_queued_at
-    elif tile.stats_failure is not None:
-        failure = tile.stats_failure
+
+
+def snapshot_of_stats(
+    environment_id: str,
+    name: str,
+    stats: QueueStats | None,
+    failure: dict[str, Any] | None,
+    now: datetime,
+    history: list[HistoryPoint] | None = None,
+) -> Snapshot:
+    """Queue stats a page read itself (or the failure to read them), in the shape the feed publishes, so the page's
+    first paint renders the same partial the feed's frames do."""
+    snapshot = Snapshot(
+        environment_id=environment_id,
+        name=name,
+        at=now if stats is not None else None,
+        published_at=now,
+        history=history or [],
+    )
+    if stats is not None:
+        snapshot.depth = stats.depth
+        snapshot.pending = stats.pending
+        snapshot.workers_polling = stats.workers_polling
+        snapshot.oldest_queued_at = stats.oldest_queued_at
+    elif failure is not None:
         snapshot.stale = Staleness(
             since=now,
             reason=str(failure["title"]),

@@ -477,9 +477,13 @@ async def environment(request: HtmxHttpRequest, env_id: str) -> HttpResponse:
     if key is None and listing.failure is None:
         listing.failure = upstream.missing_key_banner(env_id)
     user_can = await sync_to_async(capabilities)(request.user)
+    queue_region = (
+        "" if region else await sync_to_async(_queue_region)(env_id, env.value, stats, key is not None, now)
+    )
     context = {
         "nav": "overview",
         "env_id": env_id,
+        "queue_region": queue_region,
         "environment": env.value,
         "environment_failure": env.banner,
         "stats": stats.value,
@@ -502,6 +506,24 @@ async def environment(request: HtmxHttpRequest, env_id: str) -> HttpResponse:
     failed = listing.failure is not None and listing.failure.get("kind") != "no_environment_key"
     template = "dashboard/pages/_work_list.html" if region else "dashboard/pages/environment.html"
     return await render_page(request, template, context, status=502 if failed else 200)
+
+
+def _queue_region(
+    env_id: str, environment: Environment | None, stats: Outcome[QueueStats], has_key: bool, now: datetime
+) -> str:
+    """The environment page's queue panel: the partial the feed's frames render (``live/_environment.html``), drawn
+    from this page's own read of the stats and the work index's counts."""
+    from django.template.loader import render_to_string
+
+    from dashboard.live import conf
+    from dashboard.live.snapshots import template_context
+
+    name = environment.name if environment is not None else env_id
+    snapshot = regions.snapshot_of_stats(env_id, name, stats.value, stats.banner, now)
+    regions.apply_index_figures(snapshot, regions.index_figures([env_id], now).get(env_id), has_key=has_key)
+    return render_to_string(
+        "live/_environment.html", {**template_context(snapshot, conf.feed_interval()), "oob": False}
+    )
 
 
 def _bulk_url(env_id: str) -> str:
