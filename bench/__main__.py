@@ -1,7 +1,7 @@
 """``python -m bench [NAME ...] [--quick] [--output PATH]``: run the benchmarks in turn, print a summary table and
 write it in Markdown (with the machine it ran on) to ``--output``.
 
-Names: upstream, fanout, proxy, memory, emulator (default: all, in that order). ``--quick`` runs them
+Names: upstream, fanout, proxy, memory, emulator, index (default: all, in that order). ``--quick`` runs them
 with minimal sizes and windows (for the smoke test; its figures mean nothing) and writes no file unless
 ``--output`` is given.
 """
@@ -21,11 +21,11 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, cast
 
-from bench import emulator, fanout, memory, proxy, upstream_cost
+from bench import emulator, fanout, index_scale, memory, proxy, upstream_cost
 from bench.harness import Result, Workspace, machine
 
 BENCHMARKS: dict[str, ModuleType] = {
-    module.NAME: module for module in (upstream_cost, fanout, proxy, memory, emulator)
+    module.NAME: module for module in (upstream_cost, fanout, proxy, memory, emulator, index_scale)
 }
 # Inside the data directory, beside the other files a run leaves: the README quotes the latest figures from here.
 DEFAULT_OUTPUT = Path(__file__).resolve().parent.parent / "var" / "bench-results.md"
@@ -84,6 +84,12 @@ def markdown(results: list[Result], info: dict[str, str], quick: bool) -> str:
         "",
         *table(results),
         "",
+        *(
+            line
+            for result in results
+            for table_ in result.tables
+            for line in (f"## {result.title}", "", *table_, "")
+        ),
         "## Notes",
         "",
     ]

@@ -60,6 +60,8 @@ class Result:
     title: str
     figures: list[Figure] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # Markdown tables of the benchmark's own shape (e.g. one column per size), shown after the summary table.
+    tables: list[list[str]] = field(default_factory=list)
     seconds: float = 0.0
     load: float = 0.0  # the machine's 1-minute load average when it started: other work skews the figures
     error: str = ""
