@@ -381,11 +381,15 @@ class WorkListing:
     from_upstream: bool = False
 
 
-def _index_listing(environment_id: str, query: WorkListQuery, now: datetime) -> WorkListing:
+def _index_listing(
+    environment_id: str, query: WorkListQuery, now: datetime, *, total: int | None = None
+) -> WorkListing:
     rows = queries.work_items(
         environment_id, state=query.state or None, stuck_only=query.stuck, q=query.find, now=now
     )
-    found = queries.page(rows, older=query.older or None, newer=query.newer or None, limit=query.limit)
+    found = queries.page(
+        rows, older=query.older or None, newer=query.newer or None, limit=query.limit, total=total
+    )
     return WorkListing(
         rows=index_rows(found.items, now), total=found.total, newer=found.newer, older=found.older
     )
@@ -401,10 +405,13 @@ class EnvironmentReads:
 
 
 def _environment_reads(environment_id: str, query: WorkListQuery, now: datetime) -> EnvironmentReads:
-    counts = queries.environment_counts([environment_id], now).get(environment_id)
+    counts = queries.environment_counts([environment_id], now).get(environment_id) or queries.Counts(
+        environment_id
+    )
     return EnvironmentReads(
-        listing=_index_listing(environment_id, query, now),
-        counts=counts or queries.Counts(environment_id),
+        # Unfiltered, the listing's total is the environment's count already read: not counted twice.
+        listing=_index_listing(environment_id, query, now, total=None if query.filtering else counts.total),
+        counts=counts,
         freshness=queries.freshness(environment_id, now),
     )
 

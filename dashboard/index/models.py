@@ -68,6 +68,13 @@ class IndexedWork(models.Model):
             models.Index(fields=["environment_id", "state"], name="index_work_env_state"),
             # The stuck query and the refresh order only ever look at live rows: few, however long the history.
             models.Index(fields=["state", "stuck_since"], name="index_work_live_stuck", condition=LIVE),
+            # The stuck set and the live rows of an environment, newest first: without it, a query that asks for
+            # few live rows in that order walks the whole history backwards through index_work_env_newest.
+            models.Index(
+                fields=["environment_id", "-created_at", "-id"],
+                name="index_work_live_env_newest",
+                condition=LIVE,
+            ),
             models.Index(
                 fields=["environment_id", "confirmed_at"], name="index_work_live_confirmed", condition=LIVE
             ),

@@ -64,6 +64,7 @@ __all__ = [
 ]
 
 MAX_PAGE_SIZE = 500
+LIVE_STATES = tuple(state for state in WorkState.values if state != WorkState.STOPPED)
 MAX_SEARCH_LENGTH = 500
 MAX_SEARCH_TERMS = 10
 
@@ -85,7 +86,7 @@ def stuck_filter(now: datetime | None = None) -> Q:
         | Q(latest_heartbeat_at__isnull=True, acknowledged_at__lt=cutoffs["active"])
         | Q(latest_heartbeat_at__isnull=True, acknowledged_at__isnull=True, created_at__lt=cutoffs["active"])
     )
-    return condition
+    return LIVE & condition
 
 
 def stuck_items(environment_id: str | None = None, now: datetime | None = None) -> QuerySet[IndexedWork]:
@@ -142,28 +143,41 @@ class Counts:
         return f"{states}.{self.stuck}"
 
 
-def state_counts(environment_ids: Iterable[str] | None = None) -> dict[str, dict[str, int]]:
-    """``{environment_id: {state: n}}`` with every state present (0 where none)."""
+def state_counts(
+    environment_ids: Iterable[str] | None = None, *, stopped: bool = True
+) -> dict[str, dict[str, int]]:
+    """``{environment_id: {state: n}}`` with every state present (0 where none). ``stopped=False`` leaves the
+    stopped count out (the key is absent): it is the one count that grows with the history, and the live feed's
+    figures (active, stuck) do not need it."""
     rows = IndexedWork.objects.all()
     wanted = None if environment_ids is None else list(environment_ids)
     if wanted is not None:
         rows = rows.filter(environment_id__in=wanted)
-    counts: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(WorkState.values, 0))
+    states = WorkState.values if stopped else list(LIVE_STATES)
+    counts: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(states, 0))
     for environment_id in wanted or []:
         counts[environment_id]  # noqa: B018 - every named environment is present, even without rows
+    # Live states named one by one (not "not stopped"), so the (environment, state) index is read for those
+    # states only: few rows, however long the history. Stopped rows are counted apart, when asked for.
+    live = rows.filter(state__in=LIVE_STATES)
     for environment_id, state, n in (
-        rows.values_list("environment_id", "state").annotate(n=Count("id")).order_by()
+        live.values_list("environment_id", "state").annotate(n=Count("id")).order_by()
     ):
         counts[environment_id][state] = n
+    if stopped:
+        finished = rows.filter(state=WorkState.STOPPED).values_list("environment_id").annotate(n=Count("id"))
+        for environment_id, n in finished.order_by():
+            counts[environment_id][WorkState.STOPPED] = n
     return dict(counts)
 
 
 def environment_counts(
-    environment_ids: Iterable[str] | None = None, now: datetime | None = None
+    environment_ids: Iterable[str] | None = None, now: datetime | None = None, *, stopped: bool = True
 ) -> dict[str, Counts]:
-    """Per environment: items per state and the stuck count, read at one moment ``now``."""
+    """Per environment: items per state and the stuck count, read at one moment ``now``. ``stopped=False``: live
+    states only (``Counts.total`` is then the live items), at a cost that does not grow with the history."""
     wanted = None if environment_ids is None else list(environment_ids)
-    by_state = state_counts(wanted)
+    by_state = state_counts(wanted, stopped=stopped)
     stuck_by_env = stuck_counts(wanted, now)
     return {
         environment_id: Counts(environment_id, states, stuck_by_env.get(environment_id, 0))
@@ -317,47 +331,47 @@ class Page:
         return len(self.items)
 
 
+def _older_than(moment: datetime, pk: int) -> Q:
+    # The range on created_at stands alone (not only inside the OR) so that the database walks the index from the
+    # cursor on, whichever index the rest of the query picks (the live rows' one for the stuck filter).
+    return Q(created_at__lte=moment) & (Q(created_at__lt=moment) | Q(pk__lt=pk))
+
+
+def _newer_than(moment: datetime, pk: int) -> Q:
+    return Q(created_at__gte=moment) & (Q(created_at__gt=moment) | Q(pk__gt=pk))
+
+
 def page(
     rows: QuerySet[IndexedWork],
     *,
     older: str | None = None,
     newer: str | None = None,
     limit: int = 50,
+    total: int | None = None,
 ) -> Page:
     """One page of ``rows`` (any query of this module) in newest-first order: the newest page, or the page just
     older than the cursor ``older``, or just newer than ``newer``. Keyset paging on (created_at, id): a page
-    costs the same deep in the history as at its head, and rows added meanwhile never shift it."""
+    costs the same deep in the history as at its head, and rows added meanwhile never shift it. ``total``: the
+    query's row count when the caller has it already (an environment's unfiltered rows: the sum of its counts)."""
     limit = max(1, min(int(limit), MAX_PAGE_SIZE))
     base = rows.order_by()
     if older:
         moment, pk = decode_cursor(older)
-        chunk = list(
-            base.filter(Q(created_at__lt=moment) | Q(created_at=moment, pk__lt=pk)).order_by(
-                "-created_at", "-id"
-            )[:limit]
-        )
+        chunk = list(base.filter(_older_than(moment, pk)).order_by("-created_at", "-id")[:limit])
     elif newer:
         moment, pk = decode_cursor(newer)
-        chunk = list(
-            base.filter(Q(created_at__gt=moment) | Q(created_at=moment, pk__gt=pk)).order_by(
-                "created_at", "id"
-            )[:limit]
-        )
+        chunk = list(base.filter(_newer_than(moment, pk)).order_by("created_at", "id")[:limit])
         chunk.reverse()
     else:
         chunk = list(base.order_by("-created_at", "-id")[:limit])
     has_newer = has_older = False
     if chunk:
         first, last = chunk[0], chunk[-1]
-        has_newer = base.filter(
-            Q(created_at__gt=first.created_at) | Q(created_at=first.created_at, pk__gt=first.pk)
-        ).exists()
-        has_older = base.filter(
-            Q(created_at__lt=last.created_at) | Q(created_at=last.created_at, pk__lt=last.pk)
-        ).exists()
+        has_newer = base.filter(_newer_than(first.created_at, first.pk)).exists()
+        has_older = base.filter(_older_than(last.created_at, last.pk)).exists()
     return Page(
         items=chunk,
-        total=base.count(),
+        total=base.count() if total is None else total,
         newer=encode_cursor(chunk[0]) if has_newer else None,
         older=encode_cursor(chunk[-1]) if has_older else None,
     )
