@@ -61,7 +61,7 @@ class IndexFigures:
 
     active: int
     stuck: int
-    total: int  # live items (every state but stopped)
+    total: int
     note: str = ""
     mark: str = ""
 
@@ -72,8 +72,7 @@ def index_figures(environment_ids: Sequence[str], now: datetime) -> dict[str, In
     from dashboard.index.models import IndexedEnvironment
 
     ids = list(environment_ids)
-    # Live states only: the feed reads these every interval, so their cost must not grow with the history.
-    counts = queries.environment_counts(ids, now, stopped=False)
+    counts = queries.environment_counts(ids, now)
     filled = dict(
         IndexedEnvironment.objects.filter(environment_id__in=ids).values_list("environment_id", "filled")
     )

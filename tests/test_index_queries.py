@@ -95,6 +95,34 @@ def test_the_stuck_query_agrees_with_the_stuck_rule_item_by_item(settings):
     assert queries.work_items("env_a", stuck_only=True, now=NOW).count() == counts["env_a"].stuck
 
 
+def test_the_stopped_count_follows_every_write_of_the_index(settings):
+    from dashboard.index.sync import forget_missing, prune, record_answer
+
+    def stopped_count(env: str = "env_a") -> int:
+        return queries.environment_counts([env], NOW)[env]["stopped"]
+
+    record_items("env_a", [work(n, "active", heartbeat_age=5) for n in range(4)], confirmed_at=NOW, now=NOW)
+    record_items("env_a", [work(n, "stopped", age=10) for n in range(4, 10)], confirmed_at=NOW, now=NOW)
+    record_items("env_b", [work(n, "stopped", env="env_b") for n in range(10, 13)], confirmed_at=NOW, now=NOW)
+    assert (stopped_count(), stopped_count("env_b")) == (6, 3)
+
+    # Two of the active ones stop (one seen by the sync, one by an action's answer); read again, nothing changes.
+    later = NOW + timedelta(seconds=1)
+    record_items("env_a", [work(0, "stopped", heartbeat_age=5)], confirmed_at=later, now=later)
+    record_answer(work(1, "stopped", heartbeat_age=5), at=later)
+    record_items("env_a", [work(0, "stopped", heartbeat_age=5)], confirmed_at=later, now=later)
+    assert stopped_count() == 8
+    assert queries.work_items("env_a", state="stopped").count() == 8
+
+    # One stopped and one active item the upstream no longer has; then the retention removes env_a's stopped rows.
+    forget_missing("env_a", ["work_000004", "work_000002"])
+    assert stopped_count() == 7
+    settings.INDEX_STOPPED_RETENTION_HOURS = 1
+    assert prune(NOW + timedelta(hours=2)) == 7 + 3
+    assert (stopped_count(), stopped_count("env_b")) == (0, 0)
+    assert queries.environment_counts(["env_a"], NOW)["env_a"].total == 1
+
+
 def test_paging_goes_older_and_back_newer_with_a_total(settings):
     record_items("env_a", [work(n, "stopped", age=1000 - n) for n in range(130)], confirmed_at=NOW, now=NOW)
     rows = queries.work_items("env_a")

@@ -124,6 +124,9 @@ class IndexedEnvironment(models.Model):
     last_sync_at = models.DateTimeField(null=True, blank=True)
     # Upstream requests the sync made in the last round and the minute before it (for display and the bench).
     requests_last_minute = models.PositiveIntegerField(default=0)
+    # The environment's stopped rows, kept by every write of the index (``sync``: rows added or stopped, forgotten
+    # or pruned), so that its stopped count is read, not counted over the whole history on every page.
+    stopped_rows = models.BigIntegerField(default=0)
 
     class Meta:
         app_label = "dashboard"

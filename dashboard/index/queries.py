@@ -143,41 +143,38 @@ class Counts:
         return f"{states}.{self.stuck}"
 
 
-def state_counts(
-    environment_ids: Iterable[str] | None = None, *, stopped: bool = True
-) -> dict[str, dict[str, int]]:
-    """``{environment_id: {state: n}}`` with every state present (0 where none). ``stopped=False`` leaves the
-    stopped count out (the key is absent): it is the one count that grows with the history, and the live feed's
-    figures (active, stuck) do not need it."""
+def state_counts(environment_ids: Iterable[str] | None = None) -> dict[str, dict[str, int]]:
+    """``{environment_id: {state: n}}`` with every state present (0 where none), at a cost that does not grow
+    with the history: the live states counted over their few rows, the stopped count kept by the index."""
     rows = IndexedWork.objects.all()
     wanted = None if environment_ids is None else list(environment_ids)
     if wanted is not None:
         rows = rows.filter(environment_id__in=wanted)
-    states = WorkState.values if stopped else list(LIVE_STATES)
-    counts: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(states, 0))
+    counts: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(WorkState.values, 0))
     for environment_id in wanted or []:
         counts[environment_id]  # noqa: B018 - every named environment is present, even without rows
     # Live states named one by one (not "not stopped"), so the (environment, state) index is read for those
-    # states only: few rows, however long the history. Stopped rows are counted apart, when asked for.
+    # states only: few rows, however long the history.
     live = rows.filter(state__in=LIVE_STATES)
     for environment_id, state, n in (
         live.values_list("environment_id", "state").annotate(n=Count("id")).order_by()
     ):
         counts[environment_id][state] = n
-    if stopped:
-        finished = rows.filter(state=WorkState.STOPPED).values_list("environment_id").annotate(n=Count("id"))
-        for environment_id, n in finished.order_by():
-            counts[environment_id][WorkState.STOPPED] = n
+    # Kept by every write of the index (``IndexedEnvironment.stopped_rows``): read, not counted.
+    kept = IndexedEnvironment.objects.filter(stopped_rows__gt=0)
+    if wanted is not None:
+        kept = kept.filter(environment_id__in=wanted)
+    for environment_id, n in kept.values_list("environment_id", "stopped_rows"):
+        counts[environment_id][WorkState.STOPPED] = n
     return dict(counts)
 
 
 def environment_counts(
-    environment_ids: Iterable[str] | None = None, now: datetime | None = None, *, stopped: bool = True
+    environment_ids: Iterable[str] | None = None, now: datetime | None = None
 ) -> dict[str, Counts]:
-    """Per environment: items per state and the stuck count, read at one moment ``now``. ``stopped=False``: live
-    states only (``Counts.total`` is then the live items), at a cost that does not grow with the history."""
+    """Per environment: items per state and the stuck count, read at one moment ``now``."""
     wanted = None if environment_ids is None else list(environment_ids)
-    by_state = state_counts(wanted, stopped=stopped)
+    by_state = state_counts(wanted)
     stuck_by_env = stuck_counts(wanted, now)
     return {
         environment_id: Counts(environment_id, states, stuck_by_env.get(environment_id, 0))

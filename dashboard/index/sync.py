@@ -25,6 +25,7 @@ from typing import Any
 from channels.db import database_sync_to_async
 from django.conf import settings
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
 from dashboard import stuck
@@ -157,10 +158,15 @@ def record_items(
         return result
     horizon = now - stopped_retention()
     with transaction.atomic():
+        # Locked (on PostgreSQL) for the transaction: a concurrent write of the same item (an action's answer
+        # beside the sync's read) waits and then sees this one's state, so a row's stop is counted once.
         existing = {
             row.work_id: row
-            for row in IndexedWork.objects.filter(environment_id=environment_id, work_id__in=list(by_id))
+            for row in IndexedWork.objects.select_for_update()
+            .filter(environment_id=environment_id, work_id__in=list(by_id))
+            .order_by("pk")
         }
+        stopped_delta = 0
         creates: list[IndexedWork] = []
         updates: list[IndexedWork] = []
         events: list[WorkEvent] = []
@@ -190,6 +196,7 @@ def record_items(
                         for k, at in _events_of_new(values)
                     )
                 result.new.append(work_id)
+                stopped_delta += item.state == WorkState.STOPPED
                 continue
             if row.confirmed_at > confirmed_at:
                 result.skipped.append(work_id)  # a newer answer (an action's) is already there
@@ -203,6 +210,7 @@ def record_items(
                 WorkEvent(environment_id=environment_id, work_id=work_id, kind=k, at=at, observed_at=now)
                 for k, at in _events_of_change(row, values, now)
             )
+            stopped_delta += (values["state"] == WorkState.STOPPED) - (row.state == WorkState.STOPPED)
             for name, value in values.items():
                 setattr(row, name, value)
             row.confirmed_at = confirmed_at
@@ -220,7 +228,19 @@ def record_items(
             IndexedWork.objects.filter(pk__in=only_confirmed).update(confirmed_at=confirmed_at)
         if events:
             WorkEvent.objects.bulk_create(events, batch_size=500)
+        _count_stopped(environment_id, stopped_delta)
     return result
+
+
+def _count_stopped(environment_id: str, delta: int) -> None:
+    """Add ``delta`` to the environment's stopped rows (``IndexedEnvironment.stopped_rows``), in the caller's
+    transaction, so the count moves with the rows."""
+    if not delta:
+        return
+    counted = IndexedEnvironment.objects.filter(environment_id=environment_id)
+    if not counted.update(stopped_rows=F("stopped_rows") + delta):
+        IndexedEnvironment.objects.get_or_create(environment_id=environment_id)
+        counted.update(stopped_rows=F("stopped_rows") + delta)
 
 
 def record_answer(item: WorkItem, *, at: datetime | None = None) -> None:
@@ -241,8 +261,12 @@ def forget_missing(environment_id: str, work_ids: Iterable[str]) -> int:
         return 0
     with transaction.atomic():
         WorkEvent.objects.filter(environment_id=environment_id, work_id__in=ids).delete()
-        deleted, _ = IndexedWork.objects.filter(environment_id=environment_id, work_id__in=ids).delete()
-    return deleted
+        rows = IndexedWork.objects.filter(environment_id=environment_id, work_id__in=ids)
+        # The stopped ones apart, so the environment's stopped count loses exactly what was deleted.
+        stopped, _ = rows.filter(state=WorkState.STOPPED).delete()
+        others, _ = rows.delete()
+        _count_stopped(environment_id, -stopped)
+    return stopped + others
 
 
 def prune(now: datetime | None = None, *, batch: int = 5000) -> int:
@@ -265,7 +289,10 @@ def prune(now: datetime | None = None, *, batch: int = 5000) -> int:
                 by_env.setdefault(environment_id, []).append(work_id)
             for environment_id, ids in by_env.items():
                 WorkEvent.objects.filter(environment_id=environment_id, work_id__in=ids).delete()
-            IndexedWork.objects.filter(pk__in=[pk for pk, _, _ in rows]).delete()
+            for environment_id in by_env:
+                pks = [pk for pk, env, _ in rows if env == environment_id]
+                deleted, _ = IndexedWork.objects.filter(pk__in=pks, state=WorkState.STOPPED).delete()
+                _count_stopped(environment_id, -deleted)
         removed += len(rows)
 
 
