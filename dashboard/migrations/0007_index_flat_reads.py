@@ -17,7 +17,7 @@ def count_stopped_rows(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("dashboard", "0003_work_index"),
+        ("dashboard", "0006_userpreference_theme"),
     ]
 
     operations = [
