@@ -8,6 +8,7 @@ upstream's work items) has its tables in ``dashboard.index.models``, imported at
 - ``EnvironmentKey``: an environment key entered by an admin, stored encrypted (``dashboard.crypto``).
 - ``BulkOperation`` / ``BulkItem``: a bulk stop in progress and its result item by item.
 - ``UserPreference``: per-user display choices (local time instead of UTC).
+- ``SignInIdentity``: which account the identity provider's subject (``sub``) signs in as (``dashboard.oidc``).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ ACTION_WORDS = {
     "token_create": "Created a token",
     "token_revoke": "Revoked a token",
     "login_locked_out": "Sign-ins locked out",
+    "role_from_provider": "Role set by the identity provider",
     "view": "Viewed",
 }
 
@@ -347,6 +349,29 @@ class UserPreference(models.Model):
 
     def __str__(self) -> str:
         return f"preferences of {self.user_id}"
+
+
+# -- Sign-in through the identity provider -----------------------------------------------------------------------
+
+
+class SignInIdentity(models.Model):
+    """The account that one subject of one OpenID provider signs in as. Matched by ``sub`` only: an e-mail address
+    can be changed, reused or unverified at the provider, a subject cannot."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="sign_in_identities"
+    )
+    issuer = models.CharField(max_length=500)
+    subject = models.CharField(max_length=255)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints: ClassVar[list[models.BaseConstraint]] = [
+            models.UniqueConstraint(fields=["issuer", "subject"], name="one_account_per_provider_subject")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.subject} at {self.issuer}"
 
 
 # -- The work index (its tables live beside the code that keeps them) -------------------------------------------

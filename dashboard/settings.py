@@ -11,6 +11,7 @@ import re
 import secrets
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -287,9 +288,57 @@ AUTH_PASSWORD_VALIDATORS = [
 # attempts for one username, or from one address, further attempts for it are refused (429) for
 # LOGIN_LOCKOUT_MINUTES; a lockout is an audit entry. The address is the connection's (REMOTE_ADDR): a proxy in
 # front passes the client's through the ASGI server's --forwarded-allow-ips, never through a header read here.
+
+# Sign-in through the company's OpenID Connect provider (dashboard.oidc, mozilla-django-oidc): off unless OIDC_ISSUER
+# is set. Authorization code flow with PKCE, state and nonce; the ID token is RS256, issuer and audience exact.
+OIDC_ISSUER = env_url("OIDC_ISSUER", "", schemes=("https", "http"))
+OIDC_RP_CLIENT_ID = env_str("OIDC_CLIENT_ID")
+OIDC_RP_CLIENT_SECRET = env_str("OIDC_CLIENT_SECRET")
+OIDC_RP_SCOPES = env_str("OIDC_SCOPES", "openid email profile groups")
+OIDC_ROLE_CLAIM = env_str("OIDC_ROLE_CLAIM", "groups")
+OIDC_PROVIDER_NAME = env_str("OIDC_PROVIDER_NAME")
+
+
+def _role_map() -> dict[str, str]:
+    """``OIDC_ROLE_MAP="ops-admins=admin,ops=operator,everyone=viewer"``: the provider's groups and their roles."""
+    raw = env_str("OIDC_ROLE_MAP").strip()
+    roles: dict[str, str] = {}
+    for position, pair in enumerate(raw.split(",") if raw else [], start=1):
+        group, sep, role = (part.strip() for part in pair.partition("="))
+        if not sep or not group or role not in ("viewer", "operator", "admin"):
+            raise ImproperlyConfigured(
+                f"OIDC_ROLE_MAP entry {position} is not group=viewer, group=operator or group=admin"
+            )
+        if group in roles:
+            raise ImproperlyConfigured(f"OIDC_ROLE_MAP names the group {group!r} twice")
+        roles[group] = role
+    return roles
+
+
+OIDC_ROLE_MAP = _role_map()
+if OIDC_ISSUER:
+    _issuer = urlsplit(OIDC_ISSUER)
+    if _issuer.scheme != "https" and _issuer.hostname not in ("127.0.0.1", "localhost", "::1"):
+        raise ImproperlyConfigured("OIDC_ISSUER must use https (http only on this machine's loopback)")
+    if not OIDC_RP_CLIENT_ID or not OIDC_RP_CLIENT_SECRET:
+        raise ImproperlyConfigured("OIDC_ISSUER is set: OIDC_CLIENT_ID and OIDC_CLIENT_SECRET are needed too")
+    if "openid" not in OIDC_RP_SCOPES.split():
+        raise ImproperlyConfigured("OIDC_SCOPES must include openid")
+    if not OIDC_ROLE_MAP:
+        raise ImproperlyConfigured("OIDC_ISSUER is set: OIDC_ROLE_MAP must give at least one group a role")
+OIDC_USE_PKCE = True
+OIDC_USE_NONCE = True
+OIDC_RP_SIGN_ALGO = "RS256"
+OIDC_TOKEN_USE_BASIC_AUTH = True
+OIDC_TIMEOUT = 10
+# Password sign-in (the form and the Django admin's); off once everyone signs in through the provider.
+PASSWORD_LOGIN = env_bool("PASSWORD_LOGIN", True)
+if not PASSWORD_LOGIN and not OIDC_ISSUER:
+    raise ImproperlyConfigured("PASSWORD_LOGIN=off needs OIDC_ISSUER: nobody could sign in")
 AUTHENTICATION_BACKENDS = [
     "dashboard.login_throttle.LoginThrottleBackend",
-    "django.contrib.auth.backends.ModelBackend",
+    *(["dashboard.oidc.ProviderBackend"] if OIDC_ISSUER else []),
+    *(["django.contrib.auth.backends.ModelBackend"] if PASSWORD_LOGIN else []),
 ]
 AXES_ENABLED = env_bool("LOGIN_THROTTLE", True)
 AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5, minimum=1, maximum=1000)

@@ -6,7 +6,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import URLPattern, URLResolver, include, path
 
-from dashboard import actions, auditlog, configure, views
+from dashboard import actions, auditlog, configure, signin, views
 
 urlpatterns: list[URLPattern | URLResolver] = [
     path("healthz", views.healthz, name="healthz"),
@@ -19,7 +19,10 @@ urlpatterns: list[URLPattern | URLResolver] = [
     path("preferences/time", views.time_preference, name="time_preference"),
     path("preferences/theme", views.theme_preference, name="theme_preference"),
     path("robots.txt", views.robots_txt, name="robots_txt"),
-    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
+    path("accounts/login/", signin.sign_in, name="login"),
+    # The identity provider's two ends (answer 404 unless OIDC_ISSUER is set); the callback is the redirect URI.
+    path("oidc/authenticate/", signin.begin_provider_sign_in, name="oidc_authentication_init"),
+    path("oidc/callback/", signin.provider_callback, name="oidc_authentication_callback"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     # Actions, audit log, configuration (dashboard core)
     path(
