@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck pytest bench clean
+.PHONY: install test-provider demo test lint typecheck pytest bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -13,6 +13,16 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 install: $(STAMP)
+
+# The OpenID provider the sign-in tests start (tests/oidc, the npm package oidc-provider). Without npm the OIDC
+# tests skip with the reason (fail under REQUIRE_SERVICES=1).
+OIDC_STAMP := tests/oidc/node_modules/.installed
+$(OIDC_STAMP): tests/oidc/package.json tests/oidc/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+		npm ci --prefix tests/oidc --no-audit --no-fund --loglevel=error && touch $(OIDC_STAMP); \
+	else echo "npm is not installed: the OIDC sign-in tests will skip"; fi
+
+test-provider: $(OIDC_STAMP)
 
 demo: install
 	$(PY) manage.py migrate --noinput -v0
@@ -26,7 +36,7 @@ lint: install
 typecheck: install
 	$(VENV)/bin/mypy
 
-pytest: install
+pytest: install test-provider
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test: lint typecheck pytest
@@ -35,4 +45,4 @@ bench: install
 	$(PY) -m bench
 
 clean:
-	rm -rf $(VENV) var/test-*.sqlite3
+	rm -rf $(VENV) var/test-*.sqlite3 tests/oidc/node_modules
