@@ -57,6 +57,9 @@ def test_the_data_directory_it_creates_is_the_owners_alone(tmp_path):
         ("FEED_INTERVAL_SECONDS", "0", "FEED_INTERVAL_SECONDS must be at least"),
         ("STUCK_HEARTBEAT_SECONDS", "2", "STUCK_HEARTBEAT_SECONDS must be at least 10"),
         ("GATEWAY_RATE_PER_MINUTE", "lots", "GATEWAY_RATE_PER_MINUTE must be a whole number"),
+        ("OIDC_ROLE_MAP", "ops=root", "OIDC_ROLE_MAP entry 1 is not group=viewer"),
+        ("OIDC_ISSUER", "http://sso.example.com", "OIDC_ISSUER must use https"),
+        ("PASSWORD_LOGIN", "off", "PASSWORD_LOGIN=off needs OIDC_ISSUER"),
         (
             "ENVIRONMENT_KEYS",
             "sk-ant-oat01-secretvalue",

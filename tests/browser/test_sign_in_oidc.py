@@ -348,3 +348,29 @@ def test_an_id_token_from_another_issuer_or_for_another_client_is_refused(sso, p
     ]:
         with pytest.raises(SignInRefused, match=message):
             backend.verify_token(token(**changes), nonce="n")
+
+
+def test_losing_every_mapped_group_ends_access_for_the_persons_tokens_too(sso, upstream, live_server_url):
+    from django.contrib.auth.models import Group, User
+
+    from dashboard.gateway import tokens
+    from dashboard.models import SignInIdentity
+
+    environment(upstream, "east")
+    sso()
+    # Uma was an operator here with a token for a script; the provider now has her in "contractors" only.
+    user = User.objects.create_user("uma")
+    user.groups.add(Group.objects.get_or_create(name="operator")[0])
+    SignInIdentity.objects.create(
+        user=user, issuer=f"http://127.0.0.1:{_provider_port(live_server_url)}", subject="uma"
+    )
+    _, secret = tokens.mint(user, "cleanup-script", 30)
+    listing = f"{live_server_url}/gateway/v1/environments"
+    assert httpx.get(listing, headers={"Authorization": f"Bearer {secret}"}, timeout=10).status_code == 200
+
+    with httpx.Client(timeout=10) as client:
+        answer = _flow(client, live_server_url, "uma")
+        assert answer.status_code == 403
+        assert "none of your groups" in answer.text
+    assert list(user.groups.values_list("name", flat=True)) == []
+    assert httpx.get(listing, headers={"Authorization": f"Bearer {secret}"}, timeout=10).status_code == 403
