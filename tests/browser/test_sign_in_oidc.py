@@ -294,6 +294,25 @@ def test_a_forged_state_is_refused(sso, live_server_url):
         assert "sessionid" not in client.cookies or client.get(f"{live_server_url}/").status_code == 302
 
 
+def test_an_answer_naming_another_issuer_is_refused(sso, live_server_url):
+    """RFC 9207: the provider names itself in its answer (iss); another provider's answer is a mix-up."""
+    sso()
+    with httpx.Client(timeout=10) as client:
+        answer = _flow(client, live_server_url, "olive")
+        assert answer.status_code == 302  # the real answer signs in
+        client.cookies.clear()
+        started = client.get(f"{live_server_url}/oidc/authenticate/")
+        state = re.search(r"state=([\w-]+)", started.headers["location"])
+        assert state is not None
+        answer = client.get(
+            f"{live_server_url}/oidc/callback/",
+            params={"code": "x", "state": state.group(1), "iss": "https://attacker.example"},
+        )
+        assert answer.status_code == 400
+        assert "not http://127.0.0.1:" in answer.text
+        assert client.get(f"{live_server_url}/").status_code == 302
+
+
 def test_an_expired_id_token_is_refused(sso, live_server_url, caplog):
     # The provider's clock runs two minutes behind and its ID tokens last one: they expired before they arrive.
     sso(CLOCK_OFFSET_SECONDS="-120", ID_TOKEN_TTL_SECONDS="60")
