@@ -393,3 +393,13 @@ def test_losing_every_mapped_group_ends_access_for_the_persons_tokens_too(sso, u
         assert "none of your groups" in answer.text
     assert list(user.groups.values_list("name", flat=True)) == []
     assert httpx.get(listing, headers={"Authorization": f"Bearer {secret}"}, timeout=10).status_code == 403
+
+
+def test_a_provider_that_does_not_answer_gets_a_page_saying_so(live_server_url, settings):
+    settings.OIDC_ISSUER = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    settings.OIDC_RP_CLIENT_ID = CLIENT_ID
+    settings.OIDC_RP_CLIENT_SECRET = CLIENT_SECRET
+    answer = httpx.get(f"{live_server_url}/oidc/authenticate/", timeout=10)
+    assert answer.status_code == 502
+    assert "discovery document" in answer.text and "could not be read (ConnectError)" in answer.text
+    assert CLIENT_SECRET not in answer.text
