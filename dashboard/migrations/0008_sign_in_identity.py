@@ -7,7 +7,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("dashboard", "0006_userpreference_theme"),
+        ("dashboard", "0007_index_flat_reads"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
