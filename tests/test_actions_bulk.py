@@ -189,17 +189,7 @@ def test_the_progress_fragment_polls_while_running_and_the_page_refreshes_withou
 def test_an_interrupted_run_is_resumed_by_the_progress_page(admin, upstream):
     env, key = environment(upstream, "east")
     item = start_work(upstream, env["id"], key).id
-    user = User.objects.get(username="admin")
-    operation = BulkOperation.objects.create(
-        environment_id=env["id"],
-        reason="r",
-        force=True,
-        selection="selected",
-        created_by=user,
-        username="admin",
-    )
-    BulkItem.objects.create(operation=operation, position=0, work_id=item)
-    BulkOperation.objects.filter(pk=operation.pk).update(heartbeat_at=timezone.now() - timedelta(hours=1))
+    operation = _operation(env["id"], [item], stale=True)
 
     admin.get(f"/environments/{env['id']}/bulk/{operation.pk}/")
     assert actions.wait_for_bulk(operation.pk, timeout=60)
