@@ -22,7 +22,6 @@ from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 from asgiref.sync import sync_to_async
-from django.conf import settings
 from django.core.cache import cache
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
@@ -655,6 +654,7 @@ class StuckReads:
     counts: dict[str, int]
     rows: list[IndexedWork]
     freshness: queries.Freshness
+    mark: str = ""
 
 
 def _stuck_reads(environment_ids: list[str], now: datetime) -> StuckReads:
@@ -663,12 +663,13 @@ def _stuck_reads(environment_ids: list[str], now: datetime) -> StuckReads:
         counts=queries.stuck_counts(environment_ids, now),
         rows=list(rows[:STUCK_ROWS_SHOWN]),
         freshness=queries.freshness(now=now),
+        mark=queries.stuck_mark(now),
     )
 
 
 async def stuck_sections(
     environments: Sequence[Environment], now: datetime
-) -> tuple[list[StuckInEnvironment], queries.Freshness]:
+) -> tuple[list[StuckInEnvironment], queries.Freshness, str]:
     """Every stuck item of every environment shown, as the work index has them (exact, whatever the history)."""
     reads = await sync_to_async(_stuck_reads)([env.id for env in environments], now)
     by_environment: dict[str, list[IndexedWork]] = {}
@@ -685,7 +686,7 @@ async def stuck_sections(
                 rows=index_rows(by_environment.get(env.id, []), now),
             )
         )
-    return sections, reads.freshness
+    return sections, reads.freshness, reads.mark
 
 
 def stuck_context(sections: list[StuckInEnvironment], freshness: queries.Freshness) -> dict[str, Any]:
@@ -709,17 +710,17 @@ async def stuck_work(request: HtmxHttpRequest) -> HttpResponse:
     now = timezone.now()
     region = wants_region(request, "stuck-region")
     async with upstream.client() as c:
-        # The region refreshes itself every feed interval from the work index: the environments list it names
-        # comes from the remembered copy then, so an open page costs the upstream nothing per refresh.
+        # The region reads itself again when the live feed's mark of the stuck set changes, from the work index:
+        # the environments list it names comes from the remembered copy then, so it costs the upstream nothing.
         environments = await attempt(
             cached_self_hosted_environments(c) if region else self_hosted_environments(c)
         )
-    sections, freshness = await stuck_sections(environments.value or [], now)
+    sections, freshness, mark = await stuck_sections(environments.value or [], now)
     context = {
         "nav": "stuck",
         "failure": environments.banner,
         "checked_at": now,
-        "refresh_seconds": max(1.0, float(settings.FEED_INTERVAL_SECONDS)),
+        "stuck_mark": mark,
         "user_can": await sync_to_async(capabilities)(request.user),
         **stuck_context(sections, freshness),
     }

@@ -296,3 +296,30 @@ async def test_one_person_follows_a_bounded_number_of_work_items(live_runtime, u
     assert followed() == {work_key(env["id"], w) for w in (ids[2], ids[4], ids[5])}
     for comm in (second, item_page, again):
         await comm.disconnect()
+
+
+async def test_the_stuck_socket_gets_the_stuck_mark_and_no_tiles(live_runtime, upstream, settings):
+    settings.STUCK_HEARTBEAT_SECONDS = 0  # an active item is stuck at once
+    env, key = await sync_to_async(environment)(upstream, "stuck here")
+    # Nothing else watches the environment: the stuck socket alone keeps its feed running.
+    cookie = await viewer_cookie()
+    comm = communicator("/ws/live/?stuck=1", cookie=cookie)
+    assert (await comm.connect())[0]
+    overview = communicator(f"/ws/live/?env={env['id']}", cookie=cookie)
+    assert (await overview.connect())[0]
+    await wait_until(lambda: env["id"] in live_runtime.feeds)
+    await sync_to_async(start_work)(upstream, env["id"], key, state="active")
+    frame = await receive_matching(comm, r'data-index-mark="1\.', timeout=10)
+    assert re.fullmatch(
+        r'<span id="stuck-mark" hx-swap-oob="true" hidden data-index-mark-for="stuck-region"'
+        r' data-index-mark="1\.[0-9a-f]{16}"></span>',
+        frame,
+    )
+    for _ in range(int(3 / INTERVAL)):
+        text = await comm.receive_from(timeout=3)
+        assert text.startswith('<span id="stuck-mark"'), text  # no tile, no headline, no refresh of tiles
+    # The overview gets the headline, never the stuck page's mark (it has no element for it).
+    for _ in range(int(3 / INTERVAL)):
+        assert "stuck-mark" not in await overview.receive_from(timeout=3)
+    await comm.disconnect()
+    await overview.disconnect()

@@ -59,6 +59,7 @@ __all__ = [
     "stuck_counts",
     "stuck_filter",
     "stuck_items",
+    "stuck_mark",
     "timeline",
     "work_items",
 ]
@@ -108,6 +109,17 @@ def stuck_counts(environment_ids: Iterable[str] | None = None, now: datetime | N
     for environment_id, n in rows.values_list("environment_id").annotate(n=Count("id")).order_by():
         counts[environment_id] = n
     return counts
+
+
+def stuck_mark(now: datetime | None = None) -> str:
+    """What of the stuck set, when it changes, makes the stuck page out of date: how many items, and a digest of
+    each one's environment, id and state (an item stopped while another gets stuck changes it too). Read from the
+    stuck query's partial index, the rows' three columns only."""
+    rows = sorted(
+        IndexedWork.objects.filter(stuck_filter(now)).values_list("environment_id", "work_id", "state")
+    )
+    digest = hashlib.sha256("\n".join(" ".join(row) for row in rows).encode()).hexdigest()[:16]
+    return f"{len(rows)}.{digest}"
 
 
 # --- counts --------------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ in-process queue; the consumer's loop reads that queue beside the socket, as Cha
 costs no channel-layer work, and leaving costs nothing either (no channel-layer receive to wait out). Routes:
 
 - ``/ws/live/?env=<id>&env=...``: overview tiles of the environments the page shows;
+- ``/ws/live/?stuck=1``: the stuck page's mark of the stuck set (``queries.stuck_mark``), with each headline;
 - ``/ws/live/<env_id>/?work=<id>&work=...``: an environment's queue panel and the cells of the rows shown;
 - ``/ws/live/<env_id>/<work_id>/``: one work item's state and lease;
 - ``/ws/display/<token>/?env=...``: a wall display's tiles.
@@ -38,6 +39,7 @@ from django.conf import settings
 
 from dashboard.live import fanout, metrics
 from dashboard.live.feed import LiveRuntime, env_key, group_name, runtime, work_key
+from workqueue.errors import WorkAPIError
 
 logger = logging.getLogger(__name__)
 
@@ -219,6 +221,9 @@ class LiveConsumer(AsyncWebsocketConsumer):
         self.runtime.watch(watched)
 
     async def _connect_overview(self, query: dict[str, list[str]]) -> None:
+        if query.get("stuck"):
+            await self._connect_stuck()
+            return
         requested = _valid(_ENVIRONMENT_ID, query.get("env", []), MAX_ENVIRONMENTS)
         environments = await self._known_environments(requested)
         self.environments = set(environments)
@@ -228,6 +233,18 @@ class LiveConsumer(AsyncWebsocketConsumer):
         text = "".join(payload["tile"] for payload in cached if payload)
         if text:
             await self.send(text_data=text)
+
+    async def _connect_stuck(self) -> None:
+        """The stuck page's socket: the stuck set's mark with each headline, nothing else. It keeps every known
+        environment's feed running, as the stuck page lists them all."""
+        try:
+            directory = await self.runtime.directory()
+        except WorkAPIError as exc:
+            logger.warning("Could not read the environments list: %s", exc)
+            directory = None
+        environments = [entry["id"] for entry in directory or []][:MAX_ENVIRONMENTS]
+        groups = [group_name("overview"), group_name("directory")]
+        await self._start("stuck", groups, [env_key(e) for e in environments])
 
     async def _connect_environment(self, environment_id: str, query: dict[str, list[str]]) -> None:
         self.environments = {environment_id}
@@ -321,6 +338,8 @@ class LiveConsumer(AsyncWebsocketConsumer):
     async def live_headline(self, event: dict[str, Any]) -> None:
         if self.kind == "overview":
             await self.send(text_data=event["text"])
+        elif self.kind == "stuck" and event.get("stuck"):
+            await self.send(text_data=event["stuck"])
 
     async def live_environment(self, event: dict[str, Any]) -> None:
         await self._send_environment(event["text"], event.get("rows") or {})
@@ -340,6 +359,13 @@ class LiveConsumer(AsyncWebsocketConsumer):
     async def live_directory(self, event: dict[str, Any]) -> None:
         """The list of environments changed: a display showing all of them reloads to show the new list."""
         link = getattr(self, "display_link", None)
+        if self.kind == "stuck":
+            # Follow the new list: every environment's feed keeps running while the stuck page is open.
+            watched = [env_key(e) for e in event.get("environments", [])][:MAX_ENVIRONMENTS]
+            self.runtime.unwatch(self.watched)
+            self.watched = watched
+            self.runtime.watch(watched)
+            return
         if link is None:
             if self.kind == "overview" and set(event.get("environments", [])) != self.environments:
                 await self.send(text_data=REFRESH_OVERVIEW)

@@ -40,6 +40,7 @@ from typing import Any
 from channels.db import database_sync_to_async
 from django.conf import settings
 from django.utils import timezone
+from django.utils.html import format_html
 
 from dashboard import budget, stuck, upstream
 from dashboard.index import history, queries
@@ -672,8 +673,17 @@ class LiveRuntime:
         ):
             return
         self._headline_figures, self._headline_sent_at = figures, time.monotonic()
-        text = await database_sync_to_async(render_headline)(stuck_total, starving, timezone.now())
-        await fanout.group_send(group_name("overview"), {"type": "live.headline", "text": text})
+        # The stuck page's mark is read with it (one read of the stuck query's partial index): an item stopped
+        # while another got stuck, leaving the counts as they were, reaches the page within an interval.
+        now = timezone.now()
+        mark = await database_sync_to_async(queries.stuck_mark)(now)
+        text = await database_sync_to_async(render_headline)(stuck_total, starving, now)
+        # The stuck page's mark goes in the same message, as its own fragment: only stuck sockets forward it (the
+        # overview has no element for it), and only the overview forwards the headline.
+        await fanout.group_send(
+            group_name("overview"),
+            {"type": "live.headline", "text": text, "stuck": render_stuck_mark(mark)},
+        )
 
     # --- the supervisor
 
@@ -841,6 +851,16 @@ def render_headline(stuck_total: int, starving_count: int, now: datetime) -> str
         "oob": True,
     }
     return render_to_string("dashboard/pages/overview.html#headline", context)
+
+
+def render_stuck_mark(mark: str) -> str:
+    """The stuck page's index mark (``queries.stuck_mark``), which ``static/live.js`` compares with the one its
+    list was drawn with, to read the list again when they differ."""
+    return format_html(
+        '<span id="stuck-mark" hx-swap-oob="true" hidden data-index-mark-for="stuck-region"'
+        ' data-index-mark="{}"></span>',
+        mark,
+    )
 
 
 # --- Shared state without a runtime (pages) -----------------------------------------------------------------------

@@ -40,6 +40,12 @@ def live_work_item_socket(environment_id: str, work_id: str) -> SafeString:
 
 
 @register.simple_tag
+def live_stuck_socket() -> SafeString:
+    """The stuck page's socket: the stuck set's mark, which makes its list read itself again when it changes."""
+    return _socket("/ws/live/", "stuck", ["1"])
+
+
+@register.simple_tag
 def live_attrs() -> SafeString:
     """Marks a region as live before its first snapshot arrives (``static/live.js`` then reports its age)."""
     return format_html(' data-live data-live-at="" data-live-interval="{}"', f"{conf.feed_interval():g}")
