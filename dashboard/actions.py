@@ -710,9 +710,15 @@ def _create_operation(
         created_by=user,
         username=user.get_username(),
     )
+    pairs = plan.get("items") or [[env_id, work_id] for work_id in plan["ids"]]
     BulkItem.objects.bulk_create(
-        BulkItem(operation=operation, position=position, work_id=work_id)
-        for position, work_id in enumerate(plan["ids"])
+        BulkItem(
+            operation=operation,
+            position=position,
+            environment_id=item_env if not env_id else "",
+            work_id=work_id,
+        )
+        for position, (item_env, work_id) in enumerate(pairs)
     )
     return operation
 
@@ -729,8 +735,13 @@ async def bulk_progress(request: HttpRequest, env_id: str, operation_id: uuid.UU
     return await _page(request, template, context)
 
 
-def _progress_context(env_id: str, operation_id: uuid.UUID) -> dict[str, Any]:
-    operation = BulkOperation.objects.filter(pk=operation_id, environment_id=env_id).first()
+def _progress_context(env_id: str | None, operation_id: uuid.UUID) -> dict[str, Any]:
+    """The progress page's context; ``env_id`` None for ``/bulk/<id>/`` (any operation, in one environment or
+    across several)."""
+    operations = BulkOperation.objects.filter(pk=operation_id)
+    if env_id is not None:
+        operations = operations.filter(environment_id=env_id)
+    operation = operations.first()
     if operation is None:
         raise Http404("No such bulk operation")
     if operation.status == BulkOperation.RUNNING and _runner_missing(operation):
@@ -739,17 +750,207 @@ def _progress_context(env_id: str, operation_id: uuid.UUID) -> dict[str, Any]:
     counts = dict.fromkeys(("pending", "stopped", "stopping", "already_stopped", "failed"), 0)
     for item in items:
         counts[item.status] = counts.get(item.status, 0) + 1
+    across = operation.across_environments
     return {
-        "environment_id": env_id,
+        "environment_id": operation.environment_id,
         "operation": operation,
         "items": items,
         "counts": counts,
         "total": len(items),
         "done": len(items) - counts["pending"],
         "running": operation.status == BulkOperation.RUNNING,
-        "progress_url": reverse("bulk_progress", args=[env_id, operation.pk]),
-        "environment_url": reverse("environment", args=[env_id]),
+        "progress_url": (
+            reverse("bulk_progress", args=[env_id, operation.pk])
+            if env_id is not None
+            else reverse("bulk_operation", args=[operation.pk])
+        ),
+        "environment_url": reverse("stuck")
+        if across
+        else reverse("environment", args=[operation.environment_id]),
+        "across": across,
     }
+
+
+# -- Bulk stops across environments (chosen on the stuck page) ------------------------------------------------
+
+# A stuck page row's checkbox value: "<environment id>:<work id>".
+_PAIR_SEPARATOR = ":"
+
+
+def _pairs_from(values: list[str]) -> tuple[list[tuple[str, str]], int]:
+    """The (environment id, work id) pairs of the checked rows, without repeats, and how many values were not."""
+    pairs: dict[tuple[str, str], None] = {}
+    invalid = 0
+    for value in values:
+        env_id, _, work_id = str(value).partition(_PAIR_SEPARATOR)
+        try:
+            validate_environment_id(env_id)
+            validate_work_id(work_id)
+        except InvalidID:
+            invalid += 1
+            continue
+        pairs[(env_id, work_id)] = None
+    return list(pairs), invalid
+
+
+async def _environment_names() -> dict[str, str]:
+    """Environment names as the stuck page listed them (its remembered list), for the preview's rows."""
+    from dashboard.views import cached_self_hosted_environments
+
+    async with upstream.client() as api:
+        try:
+            return {env.id: env.name for env in await cached_self_hosted_environments(api)}
+        except WorkAPIError:
+            return {}
+
+
+def _describe_pairs(pairs: list[tuple[str, str]], known: dict[str, str]) -> list[dict[str, Any]]:
+    """Each selected item as the work index has it now: its environment's name, state and why it is stuck."""
+    from dashboard.index.models import IndexedWork
+    from dashboard.index.queries import environment_name
+
+    now = timezone.now()
+    rows = {
+        (row.environment_id, row.work_id): row
+        for env_id in {env for env, _ in pairs}
+        for row in IndexedWork.objects.filter(
+            environment_id=env_id, work_id__in=[w for e, w in pairs if e == env_id]
+        )
+    }
+    names: dict[str, str] = {}
+    described = []
+    for env_id, work_id in pairs:
+        if env_id not in names:
+            names[env_id] = known.get(env_id) or environment_name(env_id)
+        row = rows.get((env_id, work_id))
+        described.append(
+            {
+                "environment_id": env_id,
+                "environment_name": names[env_id],
+                "work_id": work_id,
+                "state": row.state if row is not None else "",
+                "stuck_reason": (stuck_reason(row, now) or "no longer stuck") if row is not None else "",
+            }
+        )
+    return described
+
+
+def _across_context(request: HttpRequest, may_force: bool) -> dict[str, Any]:
+    return {
+        "across": True,
+        "environment_id": "",
+        "selection": "stuck_page",
+        "may_force": may_force,
+        "limit": _bulk_limit(),
+        "environment_url": reverse("stuck"),
+        "form_action": reverse("bulk_across_start"),
+        "confirmation_phrase": ACROSS_PHRASE,
+        "problems": [],
+    }
+
+
+# Across environments no one name fits: a force-stop is confirmed by typing this.
+ACROSS_PHRASE = "FORCE"
+
+
+@require_POST
+@require_action("bulk")
+async def bulk_across(request: HttpRequest) -> HttpResponse:
+    """Count preview of a bulk stop of stuck items checked on the stuck page, in any environments: the same
+    forms, caps and confirmation as an environment's bulk stop."""
+    user = request.user
+    context = _across_context(request, await sync_to_async(can)(user, "force_stop"))
+    template = "dashboard/actions/bulk_confirm.html"
+    pairs, invalid = _pairs_from(request.POST.getlist("items"))
+    if invalid:
+        context["problems"].append(f"{invalid} selected value(s) are not work items and were left out.")
+    limit = context["limit"]
+    if len(pairs) > limit:
+        context["problems"].append(f"{len(pairs)} items are selected; a bulk stop takes at most {limit}.")
+        return await _page(request, template, context, 400)
+    if not pairs:
+        context["problems"].append("Select at least one item.")
+        return await _page(request, template, context, 400)
+    items = await sync_to_async(_describe_pairs)(pairs, await _environment_names())
+    plan = {
+        "env": "",
+        "ids": [work_id for _, work_id in pairs],
+        "items": [list(pair) for pair in pairs],
+        "selection": "stuck_page",
+        "phrase": ACROSS_PHRASE,
+        "user": user.pk,
+    }
+    context.update(
+        items=items,
+        environments=sorted({item["environment_name"] for item in items}),
+        plan=signing.dumps(plan, salt=_PLAN_SALT, compress=True),
+    )
+    return await _page(request, template, context)
+
+
+@require_POST
+@require_action("bulk")
+async def bulk_across_start(request: HttpRequest) -> HttpResponse:
+    """Start a confirmed bulk stop across environments and go to its progress page."""
+    user = request.user
+    force = request.POST.get("mode") == "force_stop"
+    action = "bulk_force_stop" if force else "bulk_stop"
+    if force and not await sync_to_async(can)(user, "force_stop"):
+        return await adeny(request, user, action)
+    try:
+        plan = signing.loads(str(request.POST.get("plan", "")), salt=_PLAN_SALT, max_age=_PLAN_MAX_AGE)
+    except signing.BadSignature:
+        plan = None
+    if not isinstance(plan, dict) or plan.get("env") != "" or plan.get("user") != user.pk:
+        messages.error(request, "That confirmation has expired or was not yours: select the items again.")
+        return HttpResponseRedirect(reverse("stuck"))
+    reason, problem = _reason_from(request)
+    problems = [problem] if problem else []
+    if force and str(request.POST.get("confirm", "")).strip() != plan["phrase"]:
+        problems.append(f"Type {plan['phrase']} to confirm a force-stop.")
+    pairs = [(str(env_id), str(work_id)) for env_id, work_id in plan["items"]]
+    if problems:
+        context = _across_context(request, await sync_to_async(can)(user, "force_stop"))
+        items = await sync_to_async(_describe_pairs)(pairs, await _environment_names())
+        context.update(
+            failed_mode="force_stop" if force else "stop",
+            items=items,
+            environments=sorted({item["environment_name"] for item in items}),
+            plan=request.POST["plan"],
+            problems=problems,
+            reason=reason,
+        )
+        return await _page(request, "dashboard/actions/bulk_confirm.html", context, 400)
+    operation = await sync_to_async(_create_operation)(user, "", plan, force, reason)
+    await audit.arecord(
+        user=user,
+        action=action,
+        outcome="succeeded",
+        reason=reason,
+        sent={
+            "force": force,
+            "selection": plan["selection"],
+            "count": len(pairs),
+            "environments": sorted({env_id for env_id, _ in pairs}),
+            "work_ids": [work_id for _, work_id in pairs],
+            "bulk_operation": str(operation.pk),
+        },
+        via=audit.via_of(request),
+    )
+    start_bulk(operation.pk)
+    return HttpResponseRedirect(reverse("bulk_operation", args=[operation.pk]))
+
+
+@require_GET
+@require_action("view")
+async def bulk_operation(request: HttpRequest, operation_id: uuid.UUID) -> HttpResponse:
+    """Progress and per-item results of any bulk operation (the bulk history links here); viewers may read it,
+    as they read the audit log."""
+    context = await sync_to_async(_progress_context)(None, operation_id)
+    template = "dashboard/actions/bulk_progress.html"
+    if getattr(request, "htmx", False):
+        template = "dashboard/actions/_bulk_progress.html"
+    return await _page(request, template, context)
 
 
 # The runners of this process, by operation id.
@@ -878,13 +1079,14 @@ ALREADY_STOPPING = "Already stopping: left as it is (ending it at once is a forc
 
 def _stop_one(api: Any, operation: BulkOperation, item: BulkItem, user: Any) -> None:
     force = operation.force
+    env_id = item.environment_id or operation.environment_id
     answer: WorkItem | WorkAPIError | None = None
     with upstream.capture_response() as seen:
         try:
-            if not force and api.retrieve_work(operation.environment_id, item.work_id).state == "stopping":
+            if not force and api.retrieve_work(env_id, item.work_id).state == "stopping":
                 # A second graceful stop would end it at once: that is a force-stop, not this operation's to do.
                 raise _AlreadyStopping
-            answer = api.stop_work(operation.environment_id, item.work_id, force=True if force else None)
+            answer = api.stop_work(env_id, item.work_id, force=True if force else None)
         except _AlreadyStopping:
             item.status, item.detail = BulkItem.FAILED, ALREADY_STOPPING
             item.upstream_status, item.request_id = seen["status"], seen["request_id"]
@@ -913,7 +1115,7 @@ def _stop_one(api: Any, operation: BulkOperation, item: BulkItem, user: Any) -> 
         username=operation.username,
         action="force_stop" if force else "stop",
         outcome=outcome,
-        environment_id=operation.environment_id,
+        environment_id=env_id,
         work_id=item.work_id,
         reason=operation.reason,
         sent={"force": force, "bulk_operation": str(operation.pk)},

@@ -179,7 +179,9 @@ class AuditEntry(models.Model):
     @property
     def bulk_url(self) -> str:
         operation = self.bulk_operation_id
-        return _url_or_empty("bulk_progress", self.environment_id, operation) if operation else ""
+        # The operation's own page, which any role may read (items of an operation across environments name
+        # their own environment, not the operation's).
+        return _url_or_empty("bulk_operation", operation) if operation else ""
 
     @property
     def bulk_operation_id(self) -> str:
@@ -269,7 +271,8 @@ class EnvironmentKey(models.Model):
 
 
 class BulkOperation(models.Model):
-    """A bulk stop (or force-stop) of many work items in one environment, run in the background."""
+    """A bulk stop (or force-stop) of many work items, run in the background: in one environment, or (chosen on
+    the stuck page, ``environment_id`` blank) across environments, each item naming its own."""
 
     RUNNING = "running"
     FINISHED = "finished"
@@ -278,7 +281,7 @@ class BulkOperation(models.Model):
     environment_id = models.CharField(max_length=120)
     force = models.BooleanField(default=False)
     reason = models.TextField()
-    selection = models.CharField(max_length=20)  # "selected" or "stuck"
+    selection = models.CharField(max_length=20)  # "selected", "stuck" or "stuck_page" (across environments)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -299,6 +302,10 @@ class BulkOperation(models.Model):
     def action(self) -> str:
         return "bulk_force_stop" if self.force else "bulk_stop"
 
+    @property
+    def across_environments(self) -> bool:
+        return not self.environment_id
+
 
 class BulkItem(models.Model):
     """One work item of a bulk operation and what happened to it."""
@@ -311,6 +318,8 @@ class BulkItem(models.Model):
 
     operation = models.ForeignKey(BulkOperation, on_delete=models.CASCADE, related_name="items")
     position = models.PositiveIntegerField()
+    # The item's environment when the operation spans several (blank: the operation's own).
+    environment_id = models.CharField(max_length=120, blank=True, default="")
     work_id = models.CharField(max_length=120)
     status = models.CharField(max_length=20, default=PENDING)
     detail = models.TextField(blank=True)
@@ -320,7 +329,9 @@ class BulkItem(models.Model):
 
     class Meta:
         ordering = ("position",)
-        constraints = [models.UniqueConstraint(fields=("operation", "work_id"), name="bulk_item_once")]
+        constraints = [
+            models.UniqueConstraint(fields=("operation", "environment_id", "work_id"), name="bulk_item_once")
+        ]
 
     def __str__(self) -> str:
         return f"{self.work_id}: {self.status}"
@@ -328,6 +339,11 @@ class BulkItem(models.Model):
     @property
     def status_label(self) -> str:
         return self.status.replace("_", " ")
+
+    @property
+    def environment(self) -> str:
+        """The environment the item is in."""
+        return self.environment_id or self.operation.environment_id
 
 
 # -- Preferences ------------------------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.core.cache import cache
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
@@ -721,6 +722,7 @@ async def stuck_work(request: HtmxHttpRequest) -> HttpResponse:
         "failure": environments.banner,
         "checked_at": now,
         "stuck_mark": mark,
+        "bulk_limit": int(settings.BULK_MAX_ITEMS),
         "user_can": await sync_to_async(capabilities)(request.user),
         **stuck_context(sections, freshness),
     }
@@ -728,6 +730,61 @@ async def stuck_work(request: HtmxHttpRequest) -> HttpResponse:
     if region:
         template += "#stuck-region"
     return await render_page(request, template, context, status=502 if environments.error else 200)
+
+
+# --- Bulk operations ---------------------------------------------------------------------------------------------
+
+BULK_HISTORY_PAGE_SIZE = 25
+
+
+def _bulk_history_page(number: str | None) -> Any:
+    from django.core.paginator import Paginator
+    from django.db.models import Count, Q
+
+    from dashboard.index.models import IndexedEnvironment
+    from dashboard.models import BulkItem, BulkOperation
+
+    operations = BulkOperation.objects.order_by("-created_at", "-pk").annotate(
+        total=Count("items"),
+        **{
+            f"n_{status}": Count("items", filter=Q(items__status=status))
+            for status in (
+                BulkItem.PENDING,
+                BulkItem.STOPPED,
+                BulkItem.STOPPING,
+                BulkItem.ALREADY_STOPPED,
+                BulkItem.FAILED,
+            )
+        },
+    )
+    page = Paginator(operations, BULK_HISTORY_PAGE_SIZE).get_page(number)
+    rows = list(page.object_list)
+    names = dict(
+        IndexedEnvironment.objects.filter(
+            environment_id__in={op.environment_id for op in rows if op.environment_id}
+        )
+        .exclude(name="")
+        .values_list("environment_id", "name")
+    )
+    across = {
+        op.pk: sorted(set(op.items.exclude(environment_id="").values_list("environment_id", flat=True)))
+        for op in rows
+        if op.across_environments
+    }
+    for op in rows:
+        op.environment_name = names.get(op.environment_id, "")
+        op.environments = across.get(op.pk, [])
+    return page, rows
+
+
+@require_GET
+@require_action("view")
+async def bulk_history(request: HtmxHttpRequest) -> HttpResponse:
+    """Recent bulk stops in every environment, newest first: who, when, how, why, and what became of the items;
+    each links to its own page. Any role may read it, as the audit log."""
+    page, operations = await sync_to_async(_bulk_history_page)(request.GET.get("page"))
+    context = {"nav": "bulk_history", "page": page, "operations": operations}
+    return await render_page(request, "dashboard/pages/bulk_history.html", context)
 
 
 # --- Search ------------------------------------------------------------------------------------------------------

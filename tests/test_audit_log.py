@@ -249,7 +249,7 @@ def test_actions_in_words_link_to_what_they_concern_and_paging_keeps_the_filters
 
     assert '<span title="force_stop" data-action-words>Force-stopped</span>' in html
     assert '<a href="/environments/env_a/work/work_54/" data-work-link>' in html
-    assert f'<a href="/environments/env_a/bulk/{operation}/" data-bulk-link>' in html
+    assert f'<a href="/bulk/{operation}/" data-bulk-link>' in html
     assert re.search(r'href="/environments/env_a/" data-environment-link>Payments</a>', html)
     assert 'href="?action=force_stop&amp;environment=Paym&amp;page=2" rel="next"' in html
     second = client.get("/audit/?action=force_stop&environment=Paym&page=2").content.decode()
