@@ -145,6 +145,57 @@ def test_the_stuck_page_follows_the_index_without_a_reload(page, live_feed, upst
     assert page.evaluate("window.stillTheSamePage") is True, "the page was reloaded"
 
 
+def test_the_stuck_page_keeps_a_selection_across_environments_and_stops_it_in_one_operation(
+    page, live_feed, upstream, sign_in, settings
+):
+    """The stuck page follows its socket: while a row is checked, a note says stuck work changed and the
+    selection stays; once nothing is checked, an item stuck in another environment appears without a reload; rows
+    of both environments then go into one bulk stop."""
+    from pages_support import environment, fill_index, start_work
+    from playwright.sync_api import expect
+
+    settings.STUCK_HEARTBEAT_SECONDS = 0
+    east, east_key = environment(upstream, "East")
+    west, west_key = environment(upstream, "West")
+    first = start_work(upstream, east["id"], east_key, state="active")
+    fill_index(upstream, east["id"], east_key)
+    fill_index(upstream, west["id"], west_key)
+    sign_in("operator")
+    page.goto("/stuck/")
+    page.evaluate("window.stillTheSamePage = true")
+    first_box = page.locator(f'tr[data-work-id="{first.id}"] input[type=checkbox]')
+    first_box.check()
+    note = page.locator("#stuck-region [data-index-changed]")
+    expect(note).to_be_hidden()
+
+    # Stuck elsewhere, found by the feed's own sync: the list would change, but a row is checked.
+    second = start_work(upstream, west["id"], west_key, state="active")
+    expect(note).to_be_visible(timeout=15_000)
+    expect(first_box).to_be_checked()
+    expect(page.locator(f'tr[data-work-id="{second.id}"]')).to_have_count(0)
+
+    # Nothing checked: the next frame brings the new row, and the page says how old its list is.
+    first_box.uncheck()
+    expect(page.locator(f'tr[data-work-id="{second.id}"]')).to_be_visible(timeout=15_000)
+    expect(page.locator("[data-stuck-total]")).to_have_text("2")
+    expect(page.locator("[data-stuck-read] [data-age-since]")).to_have_text(re.compile(r"^\d+ (s|min)"))
+    assert page.evaluate("window.stillTheSamePage") is True, "the page was reloaded"
+
+    page.locator(f'tr[data-work-id="{first.id}"] input[type=checkbox]').check()
+    page.locator(f'tr[data-work-id="{second.id}"] input[type=checkbox]').check()
+    page.get_by_role("button", name="Stop selected…").click()
+    expect(page.locator("[data-bulk-environments]")).to_have_text("In 2 environments: East, West")
+    expect(page.locator("[data-bulk-mode=force_stop]")).to_have_count(0)  # operators stop gracefully only
+    page.fill("#bulk-stop-reason", "draining both")
+    page.get_by_role("button", name="Stop 2 items").click()
+    expect(page.locator("#bulk-progress")).to_have_attribute("data-bulk-status", "finished", timeout=30_000)
+    expect(page.locator(f'[data-bulk-item="{first.id}"]')).to_have_attribute("data-result", "stopping")
+    expect(page.locator(f'[data-bulk-item="{second.id}"]')).to_have_attribute("data-result", "stopping")
+    page.goto("/bulk/")
+    expect(page.locator("[data-bulk-operation]")).to_have_count(1)
+    expect(page.locator("[data-bulk-operation] [data-bulk-counts]")).to_contain_text("2 stopping")
+
+
 def test_a_new_environment_appears_on_the_overview_without_a_reload(page, live_feed, upstream, sign_in):
     from pages_support import environment
     from playwright.sync_api import expect
