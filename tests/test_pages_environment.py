@@ -33,13 +33,13 @@ def test_it_lists_work_newest_first_with_every_column(viewer, upstream):
     assert response.status_code == 200
     html = response.content.decode()
     assert rows(html) == [second["id"], first.id]
+    # When it was acknowledged and started is on the item page: the list fits a 1440 px screen.
+    assert "Acknowledged</th>" not in html
     for heading in (
         "Work id",
         "Data",
         "State",
         "Created",
-        "Acknowledged",
-        "Started",
         "Last heartbeat",
         "Stop requested",
         "Metadata",
