@@ -16,6 +16,7 @@ from pages_support import environment, fill_index, start_work, upstream  # noqa:
 from dashboard.audit import record
 from dashboard.live import feed
 from dashboard.live.models import DisplayLink
+from dashboard.models import BulkItem, BulkOperation
 
 SIZES = {"desktop": {"width": 1440, "height": 900}, "phone": {"width": 390, "height": 844}}
 
@@ -65,6 +66,10 @@ def main_pages(upstream: Any, settings: Any) -> tuple[dict[str, str], str]:
         sent={},
         upstream_status=200,
     )
+    operation = BulkOperation.objects.create(reason="worker crashed", selection="stuck_page", username="dana")
+    BulkItem.objects.create(
+        operation=operation, position=0, environment_id=env["id"], work_id=item.id, status=BulkItem.STOPPING
+    )
     base = f"/environments/{env['id']}"
     pages = {
         "overview": "/",
@@ -74,6 +79,8 @@ def main_pages(upstream: Any, settings: Any) -> tuple[dict[str, str], str]:
         "stop-confirm": f"{base}/work/{item.id}/stop/",
         "search": "/search?q=owner%3Ddana",
         "audit-log": "/audit/",
+        "bulk-history": "/bulk/",
+        "bulk-operation": f"/bulk/{operation.pk}/",
         "configure": "/configure/",
         "displays": "/displays/",
         "tokens": "/tokens/",

@@ -36,3 +36,29 @@ def test_the_work_list_fits_1440_pixels_with_long_metadata(page, upstream, sign_
     # Shortened on the page, whole on hover.
     ticket = row.locator(".metadata li", has_text="ticket")
     expect(ticket).to_have_attribute("title", f"ticket={long_value}")
+
+
+def test_stuck_rows_are_cards_on_a_phone_with_state_and_why_first(page, upstream, sign_in, settings):
+    from pages_support import environment, fill_index, start_work
+    from playwright.sync_api import expect
+
+    settings.STUCK_HEARTBEAT_SECONDS = 0
+    env, key = environment(upstream, "Pocket")
+    item = start_work(upstream, env["id"], key, state="active", metadata={"ticket": "incident-" + "z" * 80})
+    fill_index(upstream, env["id"], key)
+    sign_in("operator")
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.goto("/stuck/")
+    row = page.locator(f'tr[data-work-id="{item.id}"]')
+    expect(row).to_be_visible()
+
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"), (
+        "the page scrolls sideways"
+    )
+    wrap = page.locator("[data-stuck-items]").locator("xpath=..")
+    assert wrap.evaluate("el => el.scrollWidth <= el.clientWidth"), "the stuck items scroll sideways"
+    # The card reads top-down: the state and why it is stuck above the work id and the rest.
+    state_top = row.locator("[data-state]").bounding_box()["y"]
+    id_top = row.locator("td.id").bounding_box()["y"]
+    assert state_top < id_top
+    expect(row.locator("[data-action=stop]")).to_be_visible()
