@@ -312,7 +312,7 @@ async def test_the_stuck_socket_gets_the_stuck_mark_and_no_tiles(live_runtime, u
     frame = await receive_matching(comm, r'data-index-mark="1\.', timeout=10)
     assert re.fullmatch(
         r'<span id="stuck-mark" hx-swap-oob="true" hidden data-index-mark-for="stuck-region"'
-        r' data-index-mark="1\.[0-9a-f]{16}"></span>',
+        r' data-index-mark="1\.[0-9a-f]{16}" data-live data-live-at="\d{4}-[^"]+" data-live-interval="[\d.]+"></span>',
         frame,
     )
     for _ in range(int(3 / INTERVAL)):

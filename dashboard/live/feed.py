@@ -682,7 +682,7 @@ class LiveRuntime:
         # overview has no element for it), and only the overview forwards the headline.
         await fanout.group_send(
             group_name("overview"),
-            {"type": "live.headline", "text": text, "stuck": render_stuck_mark(mark)},
+            {"type": "live.headline", "text": text, "stuck": render_stuck_mark(mark, now)},
         )
 
     # --- the supervisor
@@ -853,13 +853,16 @@ def render_headline(stuck_total: int, starving_count: int, now: datetime) -> str
     return render_to_string("dashboard/pages/overview.html#headline", context)
 
 
-def render_stuck_mark(mark: str) -> str:
+def render_stuck_mark(mark: str, now: datetime) -> str:
     """The stuck page's index mark (``queries.stuck_mark``), which ``static/live.js`` compares with the one its
-    list was drawn with, to read the list again when they differ."""
+    list was drawn with, to read the list again when they differ; and when it was read, so the page's badge says
+    so when the marks stop coming."""
     return format_html(
         '<span id="stuck-mark" hx-swap-oob="true" hidden data-index-mark-for="stuck-region"'
-        ' data-index-mark="{}"></span>',
+        ' data-index-mark="{}" data-live data-live-at="{}" data-live-interval="{}"></span>',
         mark,
+        iso(now),
+        f"{conf.feed_interval():g}",
     )
 
 

@@ -179,6 +179,8 @@ def test_the_stuck_page_keeps_a_selection_across_environments_and_stops_it_in_on
     expect(page.locator(f'tr[data-work-id="{second.id}"]')).to_be_visible(timeout=15_000)
     expect(page.locator("[data-stuck-total]")).to_have_text("2")
     expect(page.locator("[data-stuck-read] [data-age-since]")).to_have_text(re.compile(r"^\d+ (s|min)"))
+    expect(page.locator("#stuck-mark")).to_have_attribute("data-live-at", re.compile(r"^\d{4}-"))
+    expect(page.locator("[data-live-status]")).to_be_hidden()  # the marks keep coming: nothing is stale
     assert page.evaluate("window.stillTheSamePage") is True, "the page was reloaded"
 
     page.locator(f'tr[data-work-id="{first.id}"] input[type=checkbox]').check()
