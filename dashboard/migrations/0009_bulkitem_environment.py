@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("dashboard", "0006_userpreference_theme"),
+        ("dashboard", "0008_sign_in_identity"),
     ]
 
     operations = [
