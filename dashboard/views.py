@@ -36,6 +36,7 @@ from django_htmx.middleware import HtmxDetails
 from dashboard import audit, regions, stuck, upstream
 from dashboard.index import history, queries
 from dashboard.index.models import IndexedWork
+from dashboard.live.snapshots import ItemView
 from dashboard.models import UserPreference
 from dashboard.permissions import capabilities, require_action
 from workqueue.client import WorkAPIClient
@@ -626,12 +627,11 @@ async def work_item(request: HtmxHttpRequest, env_id: str, work_id: str) -> Http
             for key, value in item.value.raw.items()
             if key != "secret"
         )
-        context["item_mark"] = queries.item_mark(
-            item.value.state,
-            bool(context["stuck_reason"]),
-            item.value.stop_requested_at is not None,
-            item.value.metadata,
-        )
+        # The header's state, the lease panel and the item's mark: the partials the feed's frames render, from the
+        # same ItemView (live/_item.html).
+        context["item_view"] = ItemView.of(work_id, item.value, now)
+        context["item_mark"] = context["item_view"].mark
+        context["live_interval"] = f"{float(settings.FEED_INTERVAL_SECONDS):g}"
     template = "dashboard/pages/work_item.html"
     if wants_region(request, "item-body"):
         template += "#item-body"

@@ -42,7 +42,7 @@ from django.conf import settings
 from django.utils import timezone
 from django.utils.html import format_html
 
-from dashboard import budget, stuck, upstream
+from dashboard import budget, upstream
 from dashboard.index import history, queries
 from dashboard.index.models import IndexedEnvironment, IndexedWork
 from dashboard.index.sync import EnvironmentSync, SyncRound
@@ -197,23 +197,7 @@ async def _apply_index_counts(snapshot: Snapshot, now: datetime, *, has_key: boo
 
 
 def _row_view(row: IndexedWork, now: datetime) -> ItemView:
-    health = stuck.lease_health(row, now)
-    return ItemView(
-        id=row.work_id,
-        environment_id=row.environment_id,
-        state=row.state,
-        created_at=row.created_at,
-        acknowledged_at=row.acknowledged_at,
-        started_at=row.started_at,
-        latest_heartbeat_at=row.latest_heartbeat_at,
-        stop_requested_at=row.stop_requested_at,
-        stopped_at=row.stopped_at,
-        stuck_reason=health.get("stuck_reason"),
-        lease=health,
-        mark=queries.item_mark(
-            row.state, bool(health.get("stuck_reason")), row.stop_requested_at is not None, row.metadata
-        ),
-    )
+    return ItemView.of(row.work_id, row, now)
 
 
 def _watched_rows(environment_id: str, watched: set[str], now: datetime) -> dict[str, ItemView]:

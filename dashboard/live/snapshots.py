@@ -85,6 +85,34 @@ class ItemView:
     # ``queries.item_mark`` of the row: the item page re-reads itself when it differs from the page's.
     mark: str = ""
 
+    @classmethod
+    def of(cls, work_id: str, record: Any, now: datetime) -> ItemView:
+        """What the item page and the feed's frames show of one item: ``record`` is the index's row (the feed) or
+        the item the page read (a ``WorkItem``); both carry the same fields."""
+        from dashboard import stuck
+        from dashboard.index import queries
+
+        health = stuck.lease_health(record, now)
+        return cls(
+            id=work_id,
+            environment_id=record.environment_id,
+            state=record.state,
+            created_at=record.created_at,
+            acknowledged_at=record.acknowledged_at,
+            started_at=record.started_at,
+            latest_heartbeat_at=record.latest_heartbeat_at,
+            stop_requested_at=record.stop_requested_at,
+            stopped_at=record.stopped_at,
+            stuck_reason=health.get("stuck_reason"),
+            lease=health,
+            mark=queries.item_mark(
+                record.state,
+                bool(health.get("stuck_reason")),
+                record.stop_requested_at is not None,
+                record.metadata,
+            ),
+        )
+
 
 @dataclass
 class Snapshot:
