@@ -356,3 +356,16 @@ def test_a_bad_parameter_asked_for_by_htmx_answers_the_region_only(viewer, upstr
     html = response.content.decode()
     assert html.lstrip().startswith('<section id="work-list"')
     assert "Page size must be from 10 to 100; got 7." in html
+
+
+def test_the_last_heartbeat_is_told_to_the_second_and_counts_up(viewer, upstream):
+    env, key = environment(upstream, "east")
+    item = start_work(upstream, env["id"], key, state="active")
+    fill_index(upstream, env["id"], key)
+
+    body = viewer.get(f"/environments/{env['id']}/").content.decode()
+
+    cell = re.search(rf'<td id="row-heartbeat-{item.id}">(.*?)</td>', body, re.S)
+    assert cell, "no heartbeat cell"
+    # Seconds, not "a minute ago"; the page's script counts it up from the heartbeat's time.
+    assert re.search(r'<span data-age-since="\d{4}-[^"]+Z">\d{1,2} s</span> ago', cell.group(1)), cell.group(1)

@@ -63,6 +63,29 @@ def timestamp(moment: datetime | None, empty: str = "—") -> SafeString | str:
     )
 
 
+@register.simple_tag
+def age(moment: datetime | None, empty: str = "—") -> SafeString | str:
+    """How long ago ``moment`` was, to the second and counting (``static/live.js`` updates ``data-age-since``
+    every second), with the UTC time on hover: for the last sign of life of a worker."""
+    if moment is None:
+        return empty
+    seconds = max(0, round((timezone.now() - moment).total_seconds()))
+    minutes, rest = divmod(seconds, 60)
+    # The wording of static/live.js's ageText, which takes over once the page runs ("2 min 33 s").
+    text = (
+        f"{seconds} s" if seconds < 60 else f"{minutes} min" + (f" {rest} s" if minutes < 10 and rest else "")
+    )
+    if minutes >= 60:
+        text = duration_text(seconds)
+    # Not a <time>: the local-time switch rewrites those, and this one counts up by itself.
+    return format_html(
+        '<span class="age" title="{}"><span data-age-since="{}">{}</span> ago</span>',
+        utc_text(moment),
+        moment.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+        text,
+    )
+
+
 @register.filter
 def duration(value: float | timedelta | None) -> str:
     """A number of seconds (or a timedelta) as words: ``4 minutes``; ``—`` for nothing."""

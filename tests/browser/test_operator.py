@@ -59,6 +59,7 @@ def test_operator_finds_a_stuck_item_patches_its_metadata_and_stops_it(
     # Stop it, with a reason.
     page.locator('[data-action="stop"]').click()
     expect(page.locator("h1")).to_have_text("Stop this work item")
+    expect(page.locator("#stop-reason")).to_be_focused()  # the reason is what to type first
     page.fill("#stop-reason", "worker crashed, lease abandoned")
     shoot("stop-confirm")
     page.locator("[data-confirm-stop]").click()
