@@ -368,4 +368,6 @@ def test_the_last_heartbeat_is_told_to_the_second_and_counts_up(viewer, upstream
     cell = re.search(rf'<td id="row-heartbeat-{item.id}">(.*?)</td>', body, re.S)
     assert cell, "no heartbeat cell"
     # Seconds, not "a minute ago"; the page's script counts it up from the heartbeat's time.
-    assert re.search(r'<span data-age-since="\d{4}-[^"]+Z">\d{1,2} s</span> ago', cell.group(1)), cell.group(1)
+    assert re.search(r'<span data-age-since="\d{4}-[^"]+Z">\d{1,2} s</span> ago', cell.group(1)), cell.group(
+        1
+    )

@@ -62,3 +62,22 @@ def test_stuck_rows_are_cards_on_a_phone_with_state_and_why_first(page, upstream
     id_top = row.locator("td.id").bounding_box()["y"]
     assert state_top < id_top
     expect(row.locator("[data-action=stop]")).to_be_visible()
+
+
+def test_a_work_item_on_a_phone_shows_its_actions_first(page, upstream, sign_in):
+    from pages_support import environment, fill_index, start_work
+    from playwright.sync_api import expect
+
+    env, key = environment(upstream, "Pocket")
+    item = start_work(upstream, env["id"], key, state="active")
+    fill_index(upstream, env["id"], key)
+    sign_in("operator")
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.goto(f"/environments/{env['id']}/work/{item.id}/")
+    actions = page.locator("#item-body .item-actions")
+    expect(actions.locator("[data-action=stop]")).to_be_visible()
+    fields_top = page.locator("#fields-heading").bounding_box()["y"]
+    assert actions.bounding_box()["y"] < fields_top, "the actions come after the fields"
+    # On a wide screen the page keeps its order: the fields first.
+    page.set_viewport_size({"width": 1440, "height": 900})
+    assert actions.bounding_box()["y"] > page.locator("#fields-heading").bounding_box()["y"]
