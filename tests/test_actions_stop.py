@@ -43,7 +43,7 @@ def test_the_confirmation_names_the_item_and_asks_for_a_reason(client, upstream)
     assert f"<code data-work-id>{item.id}</code>" in html
     assert f"<code data-data-id>{item.data.id}</code>" in html
     assert "data-state>active</span>" in html
-    assert '<textarea id="stop-reason" name="reason" rows="3" maxlength="1000" required>' in html
+    assert '<textarea id="stop-reason" name="reason" rows="3" maxlength="1000" required autofocus>' in html
     assert 'name="force"' not in html
     assert state_of(upstream, item) == "active"
 
