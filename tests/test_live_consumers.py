@@ -260,6 +260,9 @@ async def test_one_person_holds_a_bounded_number_of_sockets(live_runtime, upstre
     assert (await again.connect())[0]
     for comm in [*held, other, again]:
         await comm.disconnect()
+    from hold_support import FIGURES
+
+    FIGURES.measured("socket count per person", "4 opened at a cap of 3: 3 accepted, the 4th refused")
 
 
 async def test_one_person_follows_a_bounded_number_of_work_items(live_runtime, upstream, settings):

@@ -59,6 +59,12 @@ async def test_a_large_client_frame_closes_the_socket(shipped_server):
         with pytest.raises(websockets.ConnectionClosed) as closed:
             await asyncio.wait_for(_drain(big), timeout=10)
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+    from hold_support import FIGURES
+
+    FIGURES.measured(
+        "socket frame size",
+        f"1 KiB ignored, {WS_MAX_SIZE * 16 // 1024} KiB closed the socket (1009, limit 64 KiB)",
+    )
 
 
 async def _drain(socket: Any) -> None:

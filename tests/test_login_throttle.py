@@ -35,6 +35,11 @@ def test_guessing_a_password_is_stopped_after_the_limit(path, settings):
     entry = AuditEntry.objects.get(action="login_locked_out")
     assert (entry.username, entry.outcome) == ("alice", "denied")
     assert PASSWORD not in str(entry.sent) and "guess-" not in str(entry.sent)
+    from hold_support import FIGURES
+
+    FIGURES.measured(
+        f"login guesses ({path})", f"{limit + 1} tried, refused from guess {limit} on (429), one audit entry"
+    )
 
 
 def test_the_address_is_counted_across_usernames(settings):
