@@ -28,6 +28,7 @@ from dashboard.live.sparkline import HistoryPoint
 from workqueue.records import Environment, QueueStats
 
 if TYPE_CHECKING:
+    from dashboard.index import queries
     from dashboard.views import Tile
 
 __all__ = [
@@ -76,12 +77,19 @@ def index_figures(environment_ids: Sequence[str], now: datetime) -> dict[str, In
     filled = dict(
         IndexedEnvironment.objects.filter(environment_id__in=ids).values_list("environment_id", "filled")
     )
-    figures = {}
-    for environment_id in ids:
-        found = counts.get(environment_id) or queries.Counts(environment_id)
-        note = "" if filled.get(environment_id) else "The work index is still filling: counts may grow."
-        figures[environment_id] = IndexFigures(found.active, found.stuck, found.total, note, found.mark)
-    return figures
+    return {
+        environment_id: figures_of(
+            counts.get(environment_id) or queries.Counts(environment_id),
+            filled=bool(filled.get(environment_id)),
+        )
+        for environment_id in ids
+    }
+
+
+def figures_of(counts: queries.Counts, *, filled: bool) -> IndexFigures:
+    """``IndexFigures`` from counts already read (``filled``: the environment's index has been walked once)."""
+    note = "" if filled else "The work index is still filling: counts may grow."
+    return IndexFigures(counts.active, counts.stuck, counts.total, note, counts.mark)
 
 
 NO_KEY_NOTE = "No environment key: active and stuck counts need one."

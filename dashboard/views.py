@@ -486,7 +486,9 @@ async def environment(request: HtmxHttpRequest, env_id: str) -> HttpResponse:
         listing.failure = upstream.missing_key_banner(env_id)
     user_can = await sync_to_async(capabilities)(request.user)
     queue_region = (
-        "" if region else await sync_to_async(_queue_region)(env_id, env.value, stats, key is not None, now)
+        ""
+        if region
+        else await sync_to_async(_queue_region)(env_id, env.value, stats, reads, key is not None, now)
     )
     context = {
         "nav": "overview",
@@ -517,10 +519,15 @@ async def environment(request: HtmxHttpRequest, env_id: str) -> HttpResponse:
 
 
 def _queue_region(
-    env_id: str, environment: Environment | None, stats: Outcome[QueueStats], has_key: bool, now: datetime
+    env_id: str,
+    environment: Environment | None,
+    stats: Outcome[QueueStats],
+    reads: EnvironmentReads,
+    has_key: bool,
+    now: datetime,
 ) -> str:
     """The environment page's queue panel: the partial the feed's frames render (``live/_environment.html``), drawn
-    from this page's own read of the stats and the work index's counts."""
+    from this page's own read of the stats and of the work index (the counts the list shows, not read again)."""
     from django.template.loader import render_to_string
 
     from dashboard.live import conf
@@ -528,7 +535,8 @@ def _queue_region(
 
     name = environment.name if environment is not None else env_id
     snapshot = regions.snapshot_of_stats(env_id, name, stats.value, stats.banner, now)
-    regions.apply_index_figures(snapshot, regions.index_figures([env_id], now).get(env_id), has_key=has_key)
+    figures = regions.figures_of(reads.counts, filled=reads.freshness.filled)
+    regions.apply_index_figures(snapshot, figures, has_key=has_key)
     return render_to_string(
         "live/_environment.html", {**template_context(snapshot, conf.feed_interval()), "oob": False}
     )
