@@ -38,6 +38,8 @@ __all__ = [
     "apply_index_figures",
     "history_region",
     "index_figures",
+    "headline_context",
+    "headline_figures",
     "overview_context",
     "tile_snapshots",
 ]
@@ -189,17 +191,29 @@ async def tile_snapshots(c: Any, environments: Sequence[Environment], now: datet
     return snapshots
 
 
-def overview_context(tiles: Sequence[Snapshot], now: datetime) -> dict[str, Any]:
-    """The overview's headline and tiles, for the page's GET and the feed's frame alike."""
+def headline_context(tiles: Sequence[Snapshot], now: datetime) -> dict[str, Any]:
+    """The overview's headline, summed over the environments' tiles: stuck items, and environments where work
+    waits and no worker polls. The page's GET sums the tiles it drew; the feed sums every environment's cached
+    snapshot (whichever instance feeds it), so both say the same."""
     from dashboard.index import queries
 
+    stuck_total, starving_count = headline_figures(tiles)
     return {
-        "tiles": list(tiles),
         "checked_at": now,
-        "starving_count": sum(1 for tile in tiles if tile.starving),
-        "stuck_total": sum(tile.stuck or 0 for tile in tiles),
+        "starving_count": starving_count,
+        "stuck_total": stuck_total,
         "freshness": queries.freshness(now=now),
     }
+
+
+def headline_figures(tiles: Sequence[Snapshot]) -> tuple[int, int]:
+    """The headline's two numbers: stuck items over every tile, and tiles where work waits and no worker polls."""
+    return sum(tile.stuck or 0 for tile in tiles), sum(1 for tile in tiles if tile.starving)
+
+
+def overview_context(tiles: Sequence[Snapshot], now: datetime) -> dict[str, Any]:
+    """The overview's headline and tiles, for the page's GET."""
+    return {"tiles": list(tiles), **headline_context(tiles, now)}
 
 
 # --- The environment page's history -------------------------------------------------------------------------------

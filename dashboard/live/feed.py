@@ -42,7 +42,7 @@ from django.conf import settings
 from django.utils import timezone
 from django.utils.html import format_html
 
-from dashboard import budget, upstream
+from dashboard import budget, regions, upstream
 from dashboard.index import history, queries
 from dashboard.index.models import IndexedEnvironment, IndexedWork
 from dashboard.index.sync import EnvironmentSync, SyncRound
@@ -647,10 +647,12 @@ class LiveRuntime:
         if not entries:
             return
         payloads = await read_cached(self.coordinator, [entry["id"] for entry in entries])
-        numbers = [payload.get("numbers") or {} for payload in payloads if payload]
-        stuck_total = sum(n.get("stuck") or 0 for n in numbers)
-        starving = sum(1 for n in numbers if n.get("depth") and n.get("workers_polling") == 0)
-        figures = (stuck_total, starving)
+        tiles = [
+            Snapshot.from_numbers(entry["id"], str(entry.get("name") or ""), payload.get("numbers") or {}, [])
+            for entry, payload in zip(entries, payloads, strict=True)
+            if payload
+        ]
+        figures = regions.headline_figures(tiles)
         if (
             figures == self._headline_figures
             and time.monotonic() - self._headline_sent_at < conf.feed_interval()
@@ -661,7 +663,7 @@ class LiveRuntime:
         # while another got stuck, leaving the counts as they were, reaches the page within an interval.
         now = timezone.now()
         mark = await database_sync_to_async(queries.stuck_mark)(now)
-        text = await database_sync_to_async(render_headline)(stuck_total, starving, now)
+        text = await database_sync_to_async(render_headline)(tiles, now)
         # The stuck page's mark goes in the same message, as its own fragment: only stuck sockets forward it (the
         # overview has no element for it), and only the overview forwards the headline.
         await fanout.group_send(
@@ -823,17 +825,11 @@ def feed_client() -> WorkAPIClient:
     )
 
 
-def render_headline(stuck_total: int, starving_count: int, now: datetime) -> str:
-    """The overview's headline partial, as the page's GET renders it (``regions.overview_context``)."""
+def render_headline(tiles: list[Snapshot], now: datetime) -> str:
+    """The overview's headline partial, as the page's GET renders it (``regions.headline_context``)."""
     from django.template.loader import render_to_string
 
-    context = {
-        "checked_at": now,
-        "stuck_total": stuck_total,
-        "starving_count": starving_count,
-        "freshness": queries.freshness(now=now),
-        "oob": True,
-    }
+    context = {**regions.headline_context(tiles, now), "oob": True}
     return render_to_string("dashboard/pages/overview.html#headline", context)
 
 
