@@ -1053,11 +1053,15 @@ def _run_bulk(operation_id: uuid.UUID) -> None:
             if operation.created_by_id
             else None
         )
-        with upstream.sync_client() as api:
+        # The database is read and written here, in the runner's thread; each stop is sent on the thread's own
+        # event loop, through the pooled client that the loop's calls share.
+        with upstream.thread_loop() as loop:
             for item in operation.items.filter(status=BulkItem.PENDING).order_by("position"):
                 if _handing_over.is_set():
                     return  # this instance is shutting down: another resumes the pending items (hand_over_bulk)
-                _stop_one(api, operation, item, user)
+                env_id = item.environment_id or operation.environment_id
+                answer, seen = loop.run(_send_stop(env_id, item.work_id, force=operation.force))
+                _record_stop(operation, item, user, answer, seen)
                 BulkOperation.objects.filter(pk=operation_id).update(heartbeat_at=timezone.now())
         BulkOperation.objects.filter(pk=operation_id).update(
             status=BulkOperation.FINISHED, finished_at=timezone.now(), heartbeat_at=timezone.now()
@@ -1070,30 +1074,39 @@ def _run_bulk(operation_id: uuid.UUID) -> None:
         connections.close_all()
 
 
-class _AlreadyStopping(Exception):
-    pass
-
-
 ALREADY_STOPPING = "Already stopping: left as it is (ending it at once is a force-stop)."
 
 
-def _stop_one(api: Any, operation: BulkOperation, item: BulkItem, user: Any) -> None:
+async def _send_stop(
+    env_id: str, work_id: str, *, force: bool
+) -> tuple[WorkItem | WorkAPIError | None, dict[str, Any]]:
+    """One bulk stop upstream: the stop's answer (None: the item was already stopping, and a graceful operation
+    leaves it so), with the status and request-id of the last answer seen."""
+    async with upstream.client() as api:
+        with upstream.capture_response() as seen:
+            try:
+                if not force and (await api.retrieve_work(env_id, work_id)).state == "stopping":
+                    # A second graceful stop would end it at once: that is a force-stop, not this operation's to do.
+                    return None, seen
+                return await api.stop_work(env_id, work_id, force=True if force else None), seen
+            except WorkAPIError as exc:
+                return exc, seen
+
+
+def _record_stop(
+    operation: BulkOperation,
+    item: BulkItem,
+    user: Any,
+    answer: WorkItem | WorkAPIError | None,
+    seen: dict[str, Any],
+) -> None:
+    """What one bulk stop did, in the item's row, the work index and the audit log."""
     force = operation.force
-    env_id = item.environment_id or operation.environment_id
-    answer: WorkItem | WorkAPIError | None = None
-    with upstream.capture_response() as seen:
-        try:
-            if not force and api.retrieve_work(env_id, item.work_id).state == "stopping":
-                # A second graceful stop would end it at once: that is a force-stop, not this operation's to do.
-                raise _AlreadyStopping
-            answer = api.stop_work(env_id, item.work_id, force=True if force else None)
-        except _AlreadyStopping:
-            item.status, item.detail = BulkItem.FAILED, ALREADY_STOPPING
-            item.upstream_status, item.request_id = seen["status"], seen["request_id"]
-            outcome, error = "failed", "already stopping"
-        except WorkAPIError as exc:
-            answer = exc
-    if answer is not None:
+    if answer is None:
+        item.status, item.detail = BulkItem.FAILED, ALREADY_STOPPING
+        item.upstream_status, item.request_id = seen["status"], seen["request_id"]
+        outcome, error = "failed", "already stopping"
+    else:
         result = stopping.settle(
             stopping.outcome(answer, status=seen["status"], request_id=seen["request_id"])
         )
@@ -1115,7 +1128,7 @@ def _stop_one(api: Any, operation: BulkOperation, item: BulkItem, user: Any) -> 
         username=operation.username,
         action="force_stop" if force else "stop",
         outcome=outcome,
-        environment_id=env_id,
+        environment_id=item.environment_id or operation.environment_id,
         work_id=item.work_id,
         reason=operation.reason,
         sent={"force": force, "bulk_operation": str(operation.pk)},

@@ -1,5 +1,5 @@
 """What a stop's answer means, the same through every door that stops work: the item page (``actions.stop``), a
-bulk operation (``actions._stop_one``) and the gateway for scripts (``gateway.api``). Each door sends the stop its
+bulk operation (``actions._send_stop``) and the gateway for scripts (``gateway.api``). Each door sends the stop its
 own way; each reads the answer here, so the same upstream answer gives the same audit outcome and error wherever it
 came from, and a stop that took effect is written into the work index at once.
 

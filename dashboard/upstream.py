@@ -21,21 +21,20 @@ import httpx
 from asgiref.sync import sync_to_async
 from django.conf import settings
 
-from workqueue.client import tls_context
 from workqueue.errors import WorkAPIError, redact
 
 if TYPE_CHECKING:
-    from workqueue.client import SyncWorkAPIClient, WorkAPIClient
+    from workqueue.client import WorkAPIClient
 
 __all__ = [
     "aenvironment_key_sources",
     "capture_response",
     "client",
-    "sync_client",
     "environment_key",
     "environment_key_sources",
     "environment_key_sync",
     "failure_banner",
+    "thread_loop",
 ]
 
 # What each kind of failure is called on the page.
@@ -104,19 +103,6 @@ class _NotingAsyncTransport(httpx.AsyncBaseTransport):
         await self._inner.aclose()
 
 
-class _NotingTransport(httpx.BaseTransport):
-    def __init__(self) -> None:
-        self._inner = httpx.HTTPTransport(verify=tls_context())
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        response = self._inner.handle_request(request)
-        _note(response)
-        return response
-
-    def close(self) -> None:
-        self._inner.close()
-
-
 def _options() -> dict[str, Any]:
     return {
         "api_key": settings.ANTHROPIC_API_KEY,
@@ -176,11 +162,20 @@ def client(**overrides: Any) -> _Lease:
     return _Lease(overrides)
 
 
-def sync_client() -> SyncWorkAPIClient:
-    """The blocking twin of ``client()``, for code that runs in a thread of its own (bulk operations)."""
-    from workqueue.client import SyncWorkAPIClient
+@contextlib.contextmanager
+def thread_loop() -> Iterator[asyncio.Runner]:
+    """An event loop for code that runs in a thread of its own (the bulk runner): ``loop.run(coroutine)`` inside
+    the block; the coroutines' ``client()`` calls share this loop's pooled client, closed when the block ends."""
+    with asyncio.Runner() as runner:
+        try:
+            yield runner
+        finally:
+            runner.run(_close_loop_clients())
 
-    return SyncWorkAPIClient(**_options(), transport=_NotingTransport())
+
+async def _close_loop_clients() -> None:
+    for api in _pool.pop(asyncio.get_running_loop(), {}).values():
+        await api.aclose()
 
 
 def environment_key_sync(environment_id: str) -> str | None:

@@ -1,19 +1,20 @@
 """Helpers for the page tests (tests/test_pages_*.py) and the browser tests (tests/browser/): the dashboard pointed
 at the test emulator, users in each role, stored environment keys, and work items driven into a given state through
-the emulator's HTTP API with the environment key, the way a worker would."""
+the emulator's HTTP API with the environment key, the way a worker would. The official SDK plays the worker, and
+the other party that reads or stops work upstream: the dashboard's own client is what the tests are watching."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import Any
 
+import anthropic
 import pytest
 from django.contrib.auth.models import Group, User
 from django.core.cache import cache
 
 from dashboard.models import EnvironmentKey
 from dashboard.permissions import ensure_roles
-from workqueue.client import SyncWorkAPIClient
 from workqueue.emulator.control import EmulatorControl
 from workqueue.records import NO_HEARTBEAT, WorkItem
 
@@ -59,8 +60,20 @@ def environment(emulator: EmulatorControl, name: str, *, with_key: bool = True) 
     return env, key
 
 
-def worker_client(emulator: EmulatorControl) -> SyncWorkAPIClient:
-    return SyncWorkAPIClient(api_key=emulator.api_key, base_url=emulator.base_url, retry_total=0)
+def worker_client(emulator: EmulatorControl) -> anthropic.Anthropic:
+    """The official SDK with the emulator's API key, to read or stop work beside the dashboard
+    (``c.beta.environments.work.retrieve(work_id, environment_id=env_id)``)."""
+    return anthropic.Anthropic(api_key=emulator.api_key, base_url=emulator.base_url, max_retries=0)
+
+
+def worker(emulator: EmulatorControl, key: str) -> anthropic.Anthropic:
+    """The official SDK with an environment key, as a worker holds it (poll, ack, heartbeat, list)."""
+    return anthropic.Anthropic(auth_token=key, base_url=emulator.base_url, max_retries=0)
+
+
+def record(sdk_item: Any) -> WorkItem:
+    """The SDK's work item as the dashboard's client reads it (the SDK keeps the answer's fields as sent)."""
+    return WorkItem.from_json(sdk_item.to_dict())
 
 
 def start_work(
@@ -72,19 +85,21 @@ def start_work(
     state: str = "active",
 ) -> WorkItem:
     """Enqueue an item and take it to ``state`` (pending, starting, active, stopping) as a worker would."""
-    created = emulator.enqueue(env_id, metadata=metadata or {})
-    with worker_client(emulator) as c:
-        delivered = c.poll_work(env_id, environment_key=key, worker_id="test-worker")
-        assert delivered is not None and delivered.id == created["id"], "the emulator delivered another item"
+    work_id = emulator.enqueue(env_id, metadata=metadata or {})["id"]
+    with worker(emulator, key) as w, worker_client(emulator) as c:
+        delivered = w.beta.environments.work.poll(env_id, anthropic_worker_id="test-worker")
+        assert delivered is not None and delivered.id == work_id, "the emulator delivered another item"
         if state == "pending":
-            return c.retrieve_work(env_id, created["id"])
-        c.ack_work(env_id, created["id"], credential=key)
+            return record(c.beta.environments.work.retrieve(work_id, environment_id=env_id))
+        w.beta.environments.work.ack(work_id, environment_id=env_id)
         if state == "starting":
-            return c.retrieve_work(env_id, created["id"])
-        c.heartbeat_work(env_id, created["id"], credential=key, expected_last_heartbeat=NO_HEARTBEAT)
+            return record(c.beta.environments.work.retrieve(work_id, environment_id=env_id))
+        w.beta.environments.work.heartbeat(
+            work_id, environment_id=env_id, expected_last_heartbeat=NO_HEARTBEAT
+        )
         if state == "stopping":
-            return c.stop_work(env_id, created["id"])
-        return c.retrieve_work(env_id, created["id"])
+            return record(c.beta.environments.work.stop(work_id, environment_id=env_id))
+        return record(c.beta.environments.work.retrieve(work_id, environment_id=env_id))
 
 
 def fill_index(emulator: EmulatorControl, env_id: str, key: str) -> int:
@@ -96,8 +111,8 @@ def fill_index(emulator: EmulatorControl, env_id: str, key: str) -> int:
     from dashboard.index.sync import record_items
 
     now = timezone.now()
-    with worker_client(emulator) as c:
-        items = list(c.iter_work(env_id, environment_key=key, limit=100))
+    with worker(emulator, key) as w:
+        items = [record(item) for item in w.beta.environments.work.list(env_id, limit=100)]
     record_items(env_id, items, confirmed_at=now, now=now)
     IndexedEnvironment.objects.update_or_create(
         environment_id=env_id, defaults={"filled": True, "filled_at": now, "head_read_at": now}

@@ -11,11 +11,10 @@ from datetime import timedelta
 import pytest
 from django.contrib.auth.models import User
 from django.utils import timezone
-from pages_support import environment, fill_index, make_user, start_work, upstream  # noqa: F401
+from pages_support import environment, fill_index, make_user, start_work, upstream, worker_client  # noqa: F401
 
 from dashboard import actions
 from dashboard.models import AuditEntry, BulkItem, BulkOperation
-from workqueue.client import SyncWorkAPIClient
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -34,8 +33,8 @@ def stuck_now(settings):
 
 
 def states(emulator, env_id, ids):
-    with SyncWorkAPIClient(api_key=emulator.api_key, base_url=emulator.base_url, retry_total=0) as c:
-        return [c.retrieve_work(env_id, work_id).state for work_id in ids]
+    with worker_client(emulator) as c:
+        return [c.beta.environments.work.retrieve(work_id, environment_id=env_id).state for work_id in ids]
 
 
 def hidden(page: str, name: str) -> str:
@@ -123,8 +122,8 @@ def test_selected_items_stop_gracefully_item_by_item(admin, upstream):
     env, key = environment(upstream, "east")
     active = start_work(upstream, env["id"], key).id
     gone = start_work(upstream, env["id"], key).id
-    with SyncWorkAPIClient(api_key=upstream.api_key, base_url=upstream.base_url, retry_total=0) as c:
-        c.stop_work(env["id"], gone, force=True)
+    with worker_client(upstream) as c:
+        c.beta.environments.work.stop(gone, environment_id=env["id"], force=True)
     queued = upstream.enqueue(env["id"])["id"]  # last: a worker's poll would take it
 
     confirm = admin.post(

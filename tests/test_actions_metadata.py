@@ -9,10 +9,9 @@ import json
 import re
 
 import pytest
-from pages_support import environment, make_user, start_work, upstream  # noqa: F401
+from pages_support import environment, make_user, start_work, upstream, worker_client  # noqa: F401
 
 from dashboard.models import AuditEntry
-from workqueue.client import SyncWorkAPIClient
 
 pytestmark = pytest.mark.django_db
 
@@ -28,8 +27,8 @@ def url(item) -> str:
 
 
 def retrieve(emulator, item):
-    with SyncWorkAPIClient(api_key=emulator.api_key, base_url=emulator.base_url, retry_total=0) as c:
-        return c.retrieve_work(item.environment_id, item.id)
+    with worker_client(emulator) as c:
+        return c.beta.environments.work.retrieve(item.id, environment_id=item.environment_id)
 
 
 def hidden(html: str, name: str) -> str:
@@ -133,8 +132,10 @@ def test_it_warns_when_the_metadata_changed_upstream_since_the_form_was_loaded(o
     env, key = environment(upstream, "east")
     item = start_work(upstream, env["id"], key, metadata={"owner": "dana"})
     loaded = hidden(operator.get(url(item)).content.decode(), "loaded")
-    with SyncWorkAPIClient(api_key=upstream.api_key, base_url=upstream.base_url, retry_total=0) as c:
-        c.update_work_metadata(env["id"], item.id, {"owner": "someone-else", "ticket": "OPS-9"})
+    with worker_client(upstream) as c:
+        c.beta.environments.work.update(
+            item.id, environment_id=env["id"], metadata={"owner": "someone-else", "ticket": "OPS-9"}
+        )
     upstream.reset_requests()
 
     response = operator.post(

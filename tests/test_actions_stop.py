@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import pytest
 from django.contrib.messages import get_messages
-from pages_support import environment, make_user, start_work, upstream  # noqa: F401
+from pages_support import environment, make_user, start_work, upstream, worker_client  # noqa: F401
 
 from dashboard.models import AuditEntry
-from workqueue.client import SyncWorkAPIClient
 
 pytestmark = pytest.mark.django_db
 
@@ -22,8 +21,8 @@ def force_url(item) -> str:
 
 
 def state_of(emulator, item) -> str:
-    with SyncWorkAPIClient(api_key=emulator.api_key, base_url=emulator.base_url, retry_total=0) as c:
-        return c.retrieve_work(item.environment_id, item.id).state
+    with worker_client(emulator) as c:
+        return c.beta.environments.work.retrieve(item.id, environment_id=item.environment_id).state
 
 
 def as_role(client, role):
@@ -133,8 +132,8 @@ def test_an_admin_force_stops(client, upstream):
 def test_already_stopped_is_a_notice_not_an_error(client, upstream):
     env, key = environment(upstream, "east")
     item = start_work(upstream, env["id"], key)
-    with SyncWorkAPIClient(api_key=upstream.api_key, base_url=upstream.base_url, retry_total=0) as c:
-        c.stop_work(env["id"], item.id, force=True)
+    with worker_client(upstream) as c:
+        c.beta.environments.work.stop(item.id, environment_id=env["id"], force=True)
     as_role(client, "operator")
     upstream.reset_requests()
 
@@ -153,8 +152,8 @@ def test_already_stopped_is_a_notice_not_an_error(client, upstream):
 def test_the_confirmation_of_a_stopped_item_says_so(client, upstream):
     env, key = environment(upstream, "east")
     item = start_work(upstream, env["id"], key)
-    with SyncWorkAPIClient(api_key=upstream.api_key, base_url=upstream.base_url, retry_total=0) as c:
-        c.stop_work(env["id"], item.id, force=True)
+    with worker_client(upstream) as c:
+        c.beta.environments.work.stop(item.id, environment_id=env["id"], force=True)
     as_role(client, "operator")
 
     html = client.get(url(item)).content.decode()

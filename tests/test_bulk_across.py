@@ -8,11 +8,10 @@ import html as html_lib
 import re
 
 import pytest
-from pages_support import environment, fill_index, make_user, start_work, upstream  # noqa: F401
+from pages_support import environment, fill_index, make_user, start_work, upstream, worker_client  # noqa: F401
 
 from dashboard import actions
 from dashboard.models import AuditEntry, BulkItem, BulkOperation
-from workqueue.client import SyncWorkAPIClient
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -23,8 +22,8 @@ def stuck_now(settings):
 
 
 def states(emulator, env_id, ids):
-    with SyncWorkAPIClient(api_key=emulator.api_key, base_url=emulator.base_url, retry_total=0) as c:
-        return [c.retrieve_work(env_id, work_id).state for work_id in ids]
+    with worker_client(emulator) as c:
+        return [c.beta.environments.work.retrieve(work_id, environment_id=env_id).state for work_id in ids]
 
 
 def hidden(page: str, name: str) -> str:

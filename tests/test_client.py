@@ -1,5 +1,5 @@
 """The Work API client against a recording server on 127.0.0.1: error mapping, retries, timeouts, malformed
-answers, id checks before any request, the secret decoder, pagination and the sync facade."""
+answers, id checks before any request, the secret decoder, pagination."""
 
 from __future__ import annotations
 
@@ -39,7 +39,6 @@ from workqueue.client import (
     PreconditionFailed,
     RateLimited,
     ServerError,
-    SyncWorkAPIClient,
     Unavailable,
     UpstreamTimeout,
     WorkAPIClient,
@@ -678,54 +677,6 @@ async def test_a_cursor_that_repeats_stops_paging(upstream, client):
         async for _ in client.iter_environments():
             pass
     assert len(upstream.requests) == 2
-
-
-# --- the sync facade -------------------------------------------------------------------------------------------
-
-
-def test_the_sync_facade_makes_the_same_calls(upstream):
-    upstream.reply(
-        Reply(body={"data": [ENVIRONMENT], "next_page": "p2"}),
-        Reply(body={"data": [{**ENVIRONMENT, "id": "env_2"}], "next_page": ""}),
-        unavailable(**{"retry-after-ms": "20"}),
-        Reply(body=STATS),
-        error_reply(409, "conflict_error"),
-    )
-    with SyncWorkAPIClient(api_key=API_KEY, base_url=upstream.base_url, workspace_id="wrkspc_1") as client:
-        assert [e.id for e in client.iter_environments(include_archived=True)] == [ENV, "env_2"]
-        assert client.work_stats(ENV).workers_polling == 2
-        with pytest.raises(AlreadyStopped):
-            client.stop_work(ENV, WORK)
-        with pytest.raises(InvalidID):
-            client.retrieve_work(ENV, "work_../x")
-        heartbeat = client.heartbeat_work(ENV, WORK, credential=ENV_KEY, expected_last_heartbeat=NO_HEARTBEAT)
-        assert (heartbeat.last_heartbeat, heartbeat.state, heartbeat.ttl_seconds) == (TS, "active", 60)
-
-    assert [(r.method, r.path) for r in upstream.requests] == [
-        ("GET", "/v1/environments"),
-        ("GET", "/v1/environments"),
-        ("GET", f"/v1/environments/{ENV}/work/stats"),
-        ("GET", f"/v1/environments/{ENV}/work/stats"),
-        ("POST", f"/v1/environments/{ENV}/work/{WORK}/stop"),
-        ("POST", f"/v1/environments/{ENV}/work/{WORK}/heartbeat"),
-    ]
-    assert upstream.requests[1].query == {"include_archived": ["true"], "page": ["p2"]}
-    assert upstream.requests[4].headers["anthropic-workspace-id"] == "wrkspc_1"
-    assert "anthropic-workspace-id" not in upstream.requests[5].headers
-
-
-def test_the_sync_facade_times_out_and_maps_refusals(upstream):
-    upstream.reply(Reply(body=STATS, delay=1.0))
-    with (
-        SyncWorkAPIClient(api_key=API_KEY, base_url=upstream.base_url, timeout=0.2, retry_total=0) as client,
-        pytest.raises(UpstreamTimeout),
-    ):
-        client.work_stats(ENV)
-    with (
-        SyncWorkAPIClient(api_key=API_KEY, base_url=closed_port_url(), retry_total=0) as client,
-        pytest.raises(ConnectionFailed),
-    ):
-        client.retrieve_environment(ENV)
 
 
 # --- the secret ------------------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
-from workqueue.client import SyncWorkAPIClient
+from workqueue.client import WorkAPIClient
 
 
 @pytest.fixture
@@ -16,7 +16,7 @@ def env(emulator):
     return environment["id"], key
 
 
-def test_it_creates_thousands_of_items_in_every_state_newest_on_top(emulator, emulator_server, env):
+async def test_it_creates_thousands_of_items_in_every_state_newest_on_top(emulator, emulator_server, env):
     env_id, key = env
     created = emulator.bulk_create(
         env_id,
@@ -35,9 +35,9 @@ def test_it_creates_thousands_of_items_in_every_state_newest_on_top(emulator, em
     assert created["count"] == 2506
     assert "ids" not in created  # more than 1,000: only the count
 
-    with SyncWorkAPIClient(api_key=emulator_server.api_key, base_url=emulator_server.base_url) as client:
-        items = list(client.iter_work(env_id, environment_key=key, limit=100))
-        stats = client.work_stats(env_id)
+    async with WorkAPIClient(api_key=emulator_server.api_key, base_url=emulator_server.base_url) as client:
+        items = [item async for item in client.iter_work(env_id, environment_key=key, limit=100)]
+        stats = await client.work_stats(env_id)
     assert len(items) == 2506
     assert [i.state for i in items[:5]] == ["queued", "queued", "stopping", "stopping", "stopping"]
     assert items[-1].state == "active" and items[-1].metadata == {"owner": "alice"}
@@ -48,13 +48,13 @@ def test_it_creates_thousands_of_items_in_every_state_newest_on_top(emulator, em
     assert stats.depth == 2
 
 
-def test_an_abandoned_lease_expires_as_any_other(emulator, emulator_server, env):
+async def test_an_abandoned_lease_expires_as_any_other(emulator, emulator_server, env):
     env_id, _ = env
     created = emulator.bulk_create(
         env_id, {"count": 2, "state": "active", "age_seconds": 600, "heartbeat_age_seconds": 500}
     )
-    with SyncWorkAPIClient(api_key=emulator_server.api_key, base_url=emulator_server.base_url) as client:
-        states = {client.retrieve_work(env_id, work_id).state for work_id in created["ids"]}
+    async with WorkAPIClient(api_key=emulator_server.api_key, base_url=emulator_server.base_url) as client:
+        states = {(await client.retrieve_work(env_id, work_id)).state for work_id in created["ids"]}
     assert states == {"queued"}  # the TTL (60 s) ran out 440 s ago: re-queued
 
 
@@ -67,7 +67,7 @@ def test_an_abandoned_lease_expires_as_any_other(emulator, emulator_server, env)
         ({"age_seconds": -1}, "age_seconds must be a number of seconds between 0"),
     ],
 )
-def test_bad_input_is_refused_with_a_reason_and_creates_nothing(
+async def test_bad_input_is_refused_with_a_reason_and_creates_nothing(
     emulator, emulator_server, env, group, message
 ):
     env_id, key = env
@@ -75,17 +75,17 @@ def test_bad_input_is_refused_with_a_reason_and_creates_nothing(
         emulator.bulk_create(env_id, {"count": 1}, group)
     assert failure.value.response.status_code == 400
     assert message in failure.value.response.json()["error"]["message"]
-    with SyncWorkAPIClient(api_key=emulator_server.api_key, base_url=emulator_server.base_url) as client:
-        assert list(client.iter_work(env_id, environment_key=key)) == []
+    async with WorkAPIClient(api_key=emulator_server.api_key, base_url=emulator_server.base_url) as client:
+        assert [item async for item in client.iter_work(env_id, environment_key=key)] == []
 
 
-def test_requests_are_counted_per_environment(emulator, emulator_server, env):
+async def test_requests_are_counted_per_environment(emulator, emulator_server, env):
     env_id, key = env
     other, _ = emulator.create_environment("other")
     emulator.reset_requests()
-    with SyncWorkAPIClient(api_key=emulator_server.api_key, base_url=emulator_server.base_url) as client:
-        client.work_stats(env_id)
-        client.list_work(env_id, environment_key=key)
-        client.work_stats(other["id"])
+    async with WorkAPIClient(api_key=emulator_server.api_key, base_url=emulator_server.base_url) as client:
+        await client.work_stats(env_id)
+        await client.list_work(env_id, environment_key=key)
+        await client.work_stats(other["id"])
     assert emulator.environment_requests(env_id) == 2
     assert emulator.environment_requests(other["id"]) == 1

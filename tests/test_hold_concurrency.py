@@ -118,7 +118,9 @@ async def test_fifty_concurrent_force_stops_stop_the_item_once(live_server_url, 
     assert [e.sequence for e in added] == list(range(before.last_sequence + 1, before.last_sequence + 51))
     assert await sync_to_async(chain_breaks)() == []
     with worker_client(upstream) as c:
-        assert (await sync_to_async(c.retrieve_work)(env["id"], item.id)).state == "stopped"
+        assert (
+            await sync_to_async(c.beta.environments.work.retrieve)(item.id, environment_id=env["id"])
+        ).state == "stopped"
     vendor = await sync_to_async(database)()
     FIGURES.concurrency.append(
         f"concurrency ({vendor}): {FORCE_STOPS} force-stops from {ADMIN_SESSIONS} sessions → upstream 200: "
@@ -182,7 +184,9 @@ async def test_concurrent_metadata_patches_of_different_keys_all_land(live_serve
         await session.aclose()
 
     with worker_client(upstream) as c:
-        final = (await sync_to_async(c.retrieve_work)(env["id"], item.id)).metadata
+        final = (
+            await sync_to_async(c.beta.environments.work.retrieve)(item.id, environment_id=env["id"])
+        ).metadata
     assert final == {"team": "ops", **wanted}
     assert await sync_to_async(mutations)(upstream) == {"update": PATCHED_KEYS}, (
         "each patch is sent exactly once"

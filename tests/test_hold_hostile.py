@@ -287,7 +287,7 @@ def test_traversal_and_control_characters_in_ids_are_refused(live_server_url, up
     # The emulator's state is untouched: nothing reset it through a traversal.
     assert {e["environment"]["id"] for e in upstream.environments()} == {env["id"], other["id"]}
     with worker_client(upstream) as c:
-        assert c.retrieve_work(e, w).state == "active"
+        assert c.beta.environments.work.retrieve(w, environment_id=e).state == "active"
     probe.done()
 
 
@@ -356,7 +356,9 @@ def test_oversized_and_malformed_metadata_patches_are_refused_before_the_upstrea
             outcome="failed",
         )
     with worker_client(upstream) as c:
-        assert c.retrieve_work(env["id"], item.id).metadata == {"team": "ops"}
+        assert c.beta.environments.work.retrieve(item.id, environment_id=env["id"]).metadata == {
+            "team": "ops"
+        }
     probe.done()
 
 
@@ -893,7 +895,7 @@ def test_forged_posts_of_viewers_and_operators_are_denied_and_audited(client, up
     ]:
         probe(f"gateway, {label}", call, expect=(status,), denied=action)
     with worker_client(upstream) as c:
-        after = c.retrieve_work(e, w)
+        after = c.beta.environments.work.retrieve(w, environment_id=e)
     assert (after.state, after.metadata) == ("active", {"team": "ops"})
     assert not EnvironmentKey.objects.filter(environment_id=e).exclude(updated_by="test").exists()
     assert DisplayLink.objects.get().revoked_at is None
@@ -952,7 +954,7 @@ def test_forged_and_expired_bulk_plans_and_hostile_configuration_are_refused(cli
             upstream_reads=True,
         )
     with worker_client(upstream) as c:
-        assert c.retrieve_work(e, w).state == "active"
+        assert c.beta.environments.work.retrieve(w, environment_id=e).state == "active"
     assert EnvironmentKey.objects.count() == 2
     assert not AuditEntry.objects.exists()
     probe.done()
@@ -1028,7 +1030,7 @@ def test_absurd_query_parameters_are_refused_before_the_upstream(client, upstrea
             expect=(expected,),
         )
     with worker_client(upstream) as c:
-        assert c.retrieve_work(env["id"], item.id).state == "active"
+        assert c.beta.environments.work.retrieve(item.id, environment_id=env["id"]).state == "active"
     probe.done()
 
 
@@ -1084,7 +1086,9 @@ def test_deeply_nested_json_is_a_clear_400_audited_like_other_bad_bodies(upstrea
                     f"metadata form {step}: {field} {label}", lambda fields=fields: browser.post(form, fields)
                 )
     with worker_client(upstream) as c:
-        assert c.retrieve_work(env["id"], item.id).metadata == {"team": "ops"}
+        assert c.beta.environments.work.retrieve(item.id, environment_id=env["id"]).metadata == {
+            "team": "ops"
+        }
     FIGURES.measured("nested JSON", f"{probe.found.tried} bodies and forms, answered 400: {not probe.found}")
     probe.done()
 
@@ -1098,7 +1102,7 @@ def test_the_gateway_drops_a_work_items_secret_on_retrieve_and_list(upstream):
     worker_secret = "eyJ2ZXJzaW9uIjoxLCJzZXNzaW9uc190b2tlbiI6InNrLWFudC1yZXEtUVFRUVFRUVFRUSJ9"
     found = Findings()
     with worker_client(upstream) as c:
-        record = c.retrieve_work(env["id"], item.id)
+        record = c.beta.environments.work.retrieve(item.id, environment_id=env["id"])
     one = {"id": item.id, "type": "work", "state": record.state, "secret": worker_secret, "metadata": {}}
     for route, path, body in [
         ("retrieve", f"/gateway/v1/environments/{env['id']}/work/{item.id}", one),

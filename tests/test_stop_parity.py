@@ -80,7 +80,7 @@ def test_the_same_answer_is_audited_the_same_through_every_door(client, upstream
             work_id = start_work(upstream, env_id, key, state="active").id
             if answer == "409":
                 with worker_client(upstream) as c:
-                    c.stop_work(env_id, work_id, force=True)
+                    c.beta.environments.work.stop(work_id, environment_id=env_id, force=True)
             fill_index(upstream, env_id, key)
         if answer == "503":
             upstream.set_fault(route="stop", status=503, count=1)

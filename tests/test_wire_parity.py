@@ -1,8 +1,7 @@
 """Our client puts on the wire what the official SDK 2.10.0 puts there, for every operation.
 
-For each call, the SDK (``anthropic.Anthropic`` / ``AsyncAnthropic``, strict response validation on) and our client
-(``SyncWorkAPIClient`` / ``WorkAPIClient``) each send it to a recording server on 127.0.0.1; the two recorded
-requests must agree on method, path, parsed query, parsed body, ``authorization`` / ``x-api-key``, every
+For each call, the SDK (``anthropic.AsyncAnthropic``, strict response validation on) and our client
+(``WorkAPIClient``) each send it to a recording server on 127.0.0.1; the two recorded requests must agree on method, path, parsed query, parsed body, ``authorization`` / ``x-api-key``, every
 ``anthropic-*`` header and ``content-type``.
 """
 
@@ -17,7 +16,7 @@ import pytest
 from anthropic._utils import path_template
 from test_client_upstream import TS, Recorded, RecordingUpstream
 
-from workqueue.client import NO_HEARTBEAT, SyncWorkAPIClient, WorkAPIClient
+from workqueue.client import NO_HEARTBEAT, WorkAPIClient
 from workqueue.client import _segment as our_path_segment
 
 ENV = "env_01ABC"
@@ -315,9 +314,7 @@ async def record_sdk(
     return recorder.requests[0]
 
 
-async def record_ours(
-    flavor: str, recorder: RecordingUpstream, case: Case, variant: dict[str, Any]
-) -> Recorded:
+async def record_ours(recorder: RecordingUpstream, case: Case, variant: dict[str, Any]) -> Recorded:
     recorder.requests.clear()
     options = {
         "api_key": API_KEY,
@@ -325,22 +322,17 @@ async def record_ours(
         "betas": tuple(variant["betas"] or ()),
         "workspace_id": variant["workspace_id"],
     }
-    if flavor == "sync":
-        with SyncWorkAPIClient(**options) as sync_client:
-            getattr(sync_client, case.ours)(*case.our_args, **case.our_kwargs)
-    else:
-        async with WorkAPIClient(**options) as async_client:
-            await getattr(async_client, case.ours)(*case.our_args, **case.our_kwargs)
+    async with WorkAPIClient(**options) as client:
+        await getattr(client, case.ours)(*case.our_args, **case.our_kwargs)
     assert len(recorder.requests) == 1
     return recorder.requests[0]
 
 
-@pytest.mark.parametrize("flavor", ["sync", "async"])
 @pytest.mark.parametrize("variant", list(VARIANTS))
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-async def test_it_sends_what_the_sdk_sends(recorder, case, variant, flavor):
-    sdk = on_the_wire(await record_sdk(flavor, recorder, case, VARIANTS[variant]))
-    ours = on_the_wire(await record_ours(flavor, recorder, case, VARIANTS[variant]))
+async def test_it_sends_what_the_sdk_sends(recorder, case, variant):
+    sdk = on_the_wire(await record_sdk("async", recorder, case, VARIANTS[variant]))
+    ours = on_the_wire(await record_ours(recorder, case, VARIANTS[variant]))
 
     assert ours == sdk
 
@@ -355,10 +347,6 @@ def test_every_client_operation_is_covered():
         and not name.startswith("iter_")
     }
     assert operations == {case.ours for case in CASES}
-    sync_operations = {
-        n for n in dir(SyncWorkAPIClient) if not n.startswith("_") and n not in {"close", "base_url"}
-    }
-    assert sync_operations == operations | {"iter_environments", "iter_work"}
 
 
 async def test_the_recorded_requests_are_what_the_spec_says(recorder):
@@ -379,22 +367,20 @@ async def test_the_recorded_requests_are_what_the_spec_says(recorder):
         "anthropic-workspace-id": WORKSPACE,
     }
 
-    heartbeat = on_the_wire(await record_ours("async", recorder, by_id["work-heartbeat-echoed"], variant))
+    heartbeat = on_the_wire(await record_ours(recorder, by_id["work-heartbeat-echoed"], variant))
     assert heartbeat["query"] == {"expected_last_heartbeat": [TS]}
     assert heartbeat["raw body is empty"]
     assert heartbeat["content-type"] == "application/json"
     assert "anthropic-workspace-id" not in heartbeat["anthropic headers"]
 
-    poll = on_the_wire(await record_ours("sync", recorder, by_id["work-poll-all-params"], VARIANTS["plain"]))
+    poll = on_the_wire(await record_ours(recorder, by_id["work-poll-all-params"], VARIANTS["plain"]))
     assert poll["method"] == "GET"
     assert poll["content-type"] is None
     assert poll["query"] == {"block_ms": ["500"], "reclaim_older_than_ms": ["2000"]}
     assert poll["anthropic headers"]["anthropic-worker-id"] == "runner-7-1a2b3c4d5e6f"
     assert poll["authorization"] == f"Bearer {ENV_KEY}"
 
-    listing = on_the_wire(
-        await record_ours("sync", recorder, by_id["env-list-archived-false"], VARIANTS["plain"])
-    )
+    listing = on_the_wire(await record_ours(recorder, by_id["env-list-archived-false"], VARIANTS["plain"]))
     assert listing["query"] == {"include_archived": ["false"]}
     assert "beta" not in listing["query"]
 

@@ -1,12 +1,12 @@
 """The Work API client: every call the project makes to the upstream goes through here.
 
-``WorkAPIClient`` (async, httpx.AsyncClient) and ``SyncWorkAPIClient`` (the same methods, blocking, httpx.Client)
-put on the wire what the official ``anthropic`` SDK 2.10.0 puts there for the same call: method, path, query,
-JSON body, ``Authorization: Bearer``, ``anthropic-version``, ``anthropic-beta`` and ``anthropic-workspace-id``.
+``WorkAPIClient`` (async, httpx.AsyncClient) puts on the wire what the official ``anthropic`` SDK 2.10.0 puts there
+for the same call: method, path, query, JSON body, ``Authorization: Bearer``, ``anthropic-version``,
+``anthropic-beta`` and ``anthropic-workspace-id``. Code that runs in a thread of its own drives it on an event loop
+of its own (``asyncio.Runner``), the way the dashboard's bulk runner does.
 
-Both share ``_Requests`` (which builds each call and validates its ids before anything is sent) and ``_Answers``
-(which turns a response into a record or a ``WorkAPIError``, and decides whether to retry); the two classes only
-differ in how they wait. Policy:
+``_Requests`` builds each call and validates its ids before anything is sent, without I/O; ``_Answers`` turns a
+response into a record or a ``WorkAPIError``, and decides whether to retry. Policy:
 
 - every call has a timeout, and no response body is read past ``MAX_BODY_BYTES``;
 - reads (retrieve, list, stats, environments) retry connection failures, timeouts, 408, 409, 429 and 5xx at most
@@ -29,7 +29,7 @@ import random
 import re
 import ssl
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -103,7 +103,6 @@ __all__ = [
     "QueueStats",
     "RateLimited",
     "ServerError",
-    "SyncWorkAPIClient",
     "Unavailable",
     "UpstreamTimeout",
     "WorkAPIClient",
@@ -950,178 +949,6 @@ class WorkAPIClient:
     ) -> Heartbeat:
         """Extend the lease; pass ``NO_HEARTBEAT`` first, then echo the last ``Heartbeat.last_heartbeat``."""
         return await self._send(
-            self._requests.heartbeat_work(
-                environment_id, work_id, credential, expected_last_heartbeat, desired_ttl_seconds
-            )
-        )
-
-
-class SyncWorkAPIClient:
-    """The same calls as ``WorkAPIClient``, blocking (``with SyncWorkAPIClient(...) as client:``)."""
-
-    def __init__(
-        self,
-        api_key: str | None = None,
-        base_url: str = DEFAULT_BASE_URL,
-        timeout: float = 10.0,
-        retry_total: float = 8.0,
-        workspace_id: str | None = None,
-        betas: tuple[str, ...] | list[str] = (),
-        max_retries: int = DEFAULT_MAX_RETRIES,
-        transport: httpx.BaseTransport | None = None,
-        *,
-        max_body_bytes: int = MAX_BODY_BYTES,
-    ) -> None:
-        self._requests = _Requests(
-            api_key=api_key,
-            base_url=base_url,
-            timeout=timeout,
-            retry_total=retry_total,
-            workspace_id=workspace_id,
-            betas=tuple(betas),
-            max_retries=max_retries,
-        )
-        self._answers = _Answers(self._requests)
-        self._max_body_bytes = max_body_bytes
-        self._http = httpx.Client(
-            transport=transport, timeout=timeout, follow_redirects=False, verify=tls_context()
-        )
-
-    @property
-    def base_url(self) -> str:
-        return self._requests.base_url
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self._http.close()
-
-    def _attempt(self, call: _Call[T]) -> T:
-        started = time.monotonic()
-        request = self._http.build_request(
-            call.method,
-            self._requests.url(call),
-            params=call.params or None,
-            headers=call.headers,
-            content=call.body,
-            timeout=call.timeout,
-        )
-        try:
-            response = self._http.send(request, stream=True)
-            try:
-                body = _Body(response, call, started, self._max_body_bytes)
-                if not body.too_large:
-                    for chunk in response.iter_bytes():
-                        if not body.add(chunk):
-                            break
-            finally:
-                response.close()
-        except httpx.HTTPError as exc:
-            raise self._answers.transport_error(call, exc) from exc
-        return self._answers.result(call, response, body.content())
-
-    def _send(self, call: _Call[T]) -> T:
-        started = time.monotonic()
-        attempt = 0
-        while True:
-            try:
-                return self._attempt(call)
-            except WorkAPIError as exc:
-                delay = self._answers.retry_delay(call, exc, attempt, time.monotonic() - started)
-                if delay is None:
-                    raise
-            time.sleep(delay)
-            attempt += 1
-
-    def list_environments(
-        self, include_archived: bool | None = None, limit: int | None = None, page: str | None = None
-    ) -> Page[Environment]:
-        return self._send(self._requests.list_environments(include_archived, limit, page))
-
-    def iter_environments(
-        self, include_archived: bool | None = None, limit: int | None = None
-    ) -> Iterator[Environment]:
-        cursor: str | None = None
-        seen: set[str] = set()
-        while True:
-            page = self.list_environments(include_archived=include_archived, limit=limit, page=cursor)
-            yield from page.data
-            if page.next_page is None:
-                return
-            _check_cursor(seen, page.next_page, "list environments")
-            cursor = page.next_page
-
-    def retrieve_environment(self, environment_id: str) -> Environment:
-        return self._send(self._requests.retrieve_environment(environment_id))
-
-    def retrieve_work(self, environment_id: str, work_id: str) -> WorkItem:
-        return self._send(self._requests.retrieve_work(environment_id, work_id))
-
-    def update_work_metadata(
-        self, environment_id: str, work_id: str, metadata: Mapping[str, str | None]
-    ) -> WorkItem:
-        return self._send(self._requests.update_work_metadata(environment_id, work_id, metadata))
-
-    def stop_work(
-        self, environment_id: str, work_id: str, force: bool | None = None, credential: str | None = None
-    ) -> WorkItem:
-        return self._send(self._requests.stop_work(environment_id, work_id, force, credential))
-
-    def work_stats(self, environment_id: str) -> QueueStats:
-        return self._send(self._requests.work_stats(environment_id))
-
-    def list_work(
-        self, environment_id: str, *, environment_key: str, limit: int | None = None, page: str | None = None
-    ) -> Page[WorkItem]:
-        return self._send(self._requests.list_work(environment_id, environment_key, limit, page))
-
-    def iter_work(
-        self, environment_id: str, *, environment_key: str, limit: int | None = None
-    ) -> Iterator[WorkItem]:
-        cursor: str | None = None
-        seen: set[str] = set()
-        while True:
-            page = self.list_work(environment_id, environment_key=environment_key, limit=limit, page=cursor)
-            yield from page.data
-            if page.next_page is None:
-                return
-            _check_cursor(seen, page.next_page, f"list the work items of environment {environment_id}")
-            cursor = page.next_page
-
-    def poll_work(
-        self,
-        environment_id: str,
-        *,
-        environment_key: str,
-        block_ms: int | None = None,
-        reclaim_older_than_ms: int | None = None,
-        worker_id: str | None = None,
-    ) -> WorkItem | None:
-        return self._send(
-            self._requests.poll_work(
-                environment_id, environment_key, block_ms, reclaim_older_than_ms, worker_id
-            )
-        )
-
-    def ack_work(self, environment_id: str, work_id: str, *, credential: str) -> WorkItem:
-        return self._send(self._requests.ack_work(environment_id, work_id, credential))
-
-    def heartbeat_work(
-        self,
-        environment_id: str,
-        work_id: str,
-        *,
-        credential: str,
-        expected_last_heartbeat: str | None = None,
-        desired_ttl_seconds: int | None = None,
-    ) -> Heartbeat:
-        return self._send(
             self._requests.heartbeat_work(
                 environment_id, work_id, credential, expected_last_heartbeat, desired_ttl_seconds
             )

@@ -47,8 +47,10 @@ def test_admin_bulk_force_stops_the_stuck_items_of_an_environment(page, shoot, s
         )
     shoot("bulk-result")
     with worker_client(upstream) as c:
-        assert {c.retrieve_work(env["id"], item.id).state for item in stuck} == {"stopped"}
-        assert c.retrieve_work(env["id"], waiting).state == "queued"
+        assert {
+            c.beta.environments.work.retrieve(item.id, environment_id=env["id"]).state for item in stuck
+        } == {"stopped"}
+        assert c.beta.environments.work.retrieve(waiting, environment_id=env["id"]).state == "queued"
 
 
 def test_admin_selects_items_with_select_all_and_shift_click(page, shoot, sign_in, upstream):

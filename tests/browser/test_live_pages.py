@@ -137,7 +137,7 @@ def test_the_stuck_page_follows_the_index_without_a_reload(page, live_feed, upst
     # Another item gets stuck and the first is stopped elsewhere: the page follows, within a few refreshes.
     second = start_work(upstream, env["id"], key, state="active")
     with worker_client(upstream) as c:
-        c.stop_work(env["id"], first.id, force=True)
+        c.beta.environments.work.stop(first.id, environment_id=env["id"], force=True)
     fill_index(upstream, env["id"], key)  # what the sync does each interval
     expect(page.locator(f'tr[data-work-id="{second.id}"]')).to_be_visible()
     expect(page.locator(f'tr[data-work-id="{first.id}"]')).to_have_count(0)
@@ -262,7 +262,7 @@ def test_every_page_tells_the_same_story_without_a_reload(page, live_feed, upstr
 
     # Stopped elsewhere (a worker's client, not this dashboard).
     with worker_client(upstream) as c:
-        c.stop_work(env_id, first.id, force=True)
+        c.beta.environments.work.stop(first.id, environment_id=env_id, force=True)
 
     expect(overview.locator("[data-headline-stuck]")).to_have_text("1 stuck item", timeout=within)
     expect(overview.locator(f"#figures-{env_id} [data-figure=stuck]")).to_have_text("1", timeout=within)

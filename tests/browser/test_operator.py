@@ -51,7 +51,10 @@ def test_operator_finds_a_stuck_item_patches_its_metadata_and_stops_it(
     expect(diff.locator('tr[data-change="added"]')).to_contain_text("INC-9")
     shoot("metadata-diff")
     with worker_client(upstream) as c:
-        assert c.retrieve_work(env["id"], stuck.id).metadata == {"owner": "dana", "ticket": "OPS-1"}
+        assert c.beta.environments.work.retrieve(stuck.id, environment_id=env["id"]).metadata == {
+            "owner": "dana",
+            "ticket": "OPS-1",
+        }
     page.locator("[data-send]").click()
     expect(page.locator("dl[data-metadata]")).to_contain_text("INC-9")
     shoot("metadata-patched")
@@ -67,7 +70,7 @@ def test_operator_finds_a_stuck_item_patches_its_metadata_and_stops_it(
     expect(page.locator("tr[data-audit-entry]")).to_have_count(2)
     shoot("stopped")
     with worker_client(upstream) as c:
-        item = c.retrieve_work(env["id"], stuck.id)
+        item = c.beta.environments.work.retrieve(stuck.id, environment_id=env["id"])
     assert item.state == "stopping"
     assert item.metadata == {"owner": "lee", "incident": "INC-9"}
 

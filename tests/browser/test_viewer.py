@@ -49,7 +49,7 @@ def test_viewer_sees_no_actions_and_a_forged_post_gets_403(
     assert response.status == 403
     assert upstream.requests()["by_route"].get("stop", 0) == 0
     with worker_client(upstream) as c:
-        assert c.retrieve_work(env["id"], item.id).state == "active"
+        assert c.beta.environments.work.retrieve(item.id, environment_id=env["id"]).state == "active"
     denied = AuditEntry.objects.get(username="viewer", outcome="denied")
     assert denied.action in ("stop", "force_stop")
     assert denied.work_id == item.id
