@@ -744,7 +744,7 @@ def _progress_context(env_id: str | None, operation_id: uuid.UUID) -> dict[str, 
     operation = operations.first()
     if operation is None:
         raise Http404("No such bulk operation")
-    if operation.status == BulkOperation.RUNNING and _runner_missing(operation):
+    if operation.status == BulkOperation.Status.RUNNING and _runner_missing(operation):
         start_bulk(operation.pk, resume_from=operation.heartbeat_at)
     items = list(operation.items.all())
     counts = dict.fromkeys(("pending", "stopped", "stopping", "already_stopped", "failed"), 0)
@@ -758,7 +758,7 @@ def _progress_context(env_id: str | None, operation_id: uuid.UUID) -> dict[str, 
         "counts": counts,
         "total": len(items),
         "done": len(items) - counts["pending"],
-        "running": operation.status == BulkOperation.RUNNING,
+        "running": operation.status == BulkOperation.Status.RUNNING,
         "progress_url": (
             reverse("bulk_progress", args=[env_id, operation.pk])
             if env_id is not None
@@ -980,7 +980,7 @@ def start_bulk(operation_id: uuid.UUID, resume_from: Any = None) -> bool:
     """
     if resume_from is not None:
         claimed = BulkOperation.objects.filter(
-            pk=operation_id, status=BulkOperation.RUNNING, heartbeat_at=resume_from
+            pk=operation_id, status=BulkOperation.Status.RUNNING, heartbeat_at=resume_from
         ).update(heartbeat_at=timezone.now())
         if not claimed:
             return False
@@ -1008,7 +1008,9 @@ def resume_interrupted_bulk() -> list[uuid.UUID]:
         return []
     stale = timezone.now() - _stale_after()
     resumed = []
-    for operation in BulkOperation.objects.filter(status=BulkOperation.RUNNING, heartbeat_at__lt=stale):
+    for operation in BulkOperation.objects.filter(
+        status=BulkOperation.Status.RUNNING, heartbeat_at__lt=stale
+    ):
         if _runner_missing(operation) and start_bulk(operation.pk, resume_from=operation.heartbeat_at):
             logger.info("Resumed bulk operation %s, interrupted on another runner", operation.pk)
             resumed.append(operation.pk)
@@ -1027,7 +1029,9 @@ def hand_over_bulk(timeout: float = 15.0) -> list[uuid.UUID]:
     handed = [op for op, runner in running.items() if not runner.is_alive()]
     try:
         free = timezone.now() - _stale_after() - timedelta(seconds=1)
-        BulkOperation.objects.filter(pk__in=handed, status=BulkOperation.RUNNING).update(heartbeat_at=free)
+        BulkOperation.objects.filter(pk__in=handed, status=BulkOperation.Status.RUNNING).update(
+            heartbeat_at=free
+        )
         connections.close_all()
     finally:
         # A runner still busy past the timeout keeps its operation (its heartbeat says so); the process ends next.
@@ -1056,7 +1060,7 @@ def _run_bulk(operation_id: uuid.UUID) -> None:
         # The database is read and written here, in the runner's thread; each stop is sent on the thread's own
         # event loop, through the pooled client that the loop's calls share.
         with upstream.thread_loop() as loop:
-            for item in operation.items.filter(status=BulkItem.PENDING).order_by("position"):
+            for item in operation.items.filter(status=BulkItem.Status.PENDING).order_by("position"):
                 if _handing_over.is_set():
                     return  # this instance is shutting down: another resumes the pending items (hand_over_bulk)
                 env_id = item.environment_id or operation.environment_id
@@ -1064,7 +1068,7 @@ def _run_bulk(operation_id: uuid.UUID) -> None:
                 _record_stop(operation, item, user, answer, seen)
                 BulkOperation.objects.filter(pk=operation_id).update(heartbeat_at=timezone.now())
         BulkOperation.objects.filter(pk=operation_id).update(
-            status=BulkOperation.FINISHED, finished_at=timezone.now(), heartbeat_at=timezone.now()
+            status=BulkOperation.Status.FINISHED, finished_at=timezone.now(), heartbeat_at=timezone.now()
         )
     except Exception:
         # Left "running": another instance's live runtime (or the progress page) resumes the pending items once
@@ -1103,7 +1107,7 @@ def _record_stop(
     """What one bulk stop did, in the item's row, the work index and the audit log."""
     force = operation.force
     if answer is None:
-        item.status, item.detail = BulkItem.FAILED, ALREADY_STOPPING
+        item.status, item.detail = BulkItem.Status.FAILED, ALREADY_STOPPING
         item.upstream_status, item.request_id = seen["status"], seen["request_id"]
         outcome, error = "failed", "already stopping"
     else:
@@ -1111,14 +1115,16 @@ def _record_stop(
             stopping.outcome(answer, status=seen["status"], request_id=seen["request_id"])
         )
         if result.item is not None:
-            item.status = BulkItem.STOPPED if result.item.state == "stopped" else BulkItem.STOPPING
+            item.status = (
+                BulkItem.Status.STOPPED if result.item.state == "stopped" else BulkItem.Status.STOPPING
+            )
             item.detail = f"now {result.item.state}"
         elif result.already_stopped:
-            item.status, item.detail = BulkItem.ALREADY_STOPPED, stopping.ALREADY_STOPPED
+            item.status, item.detail = BulkItem.Status.ALREADY_STOPPED, stopping.ALREADY_STOPPED
         else:
             assert result.failure is not None
             banner = upstream.failure_banner(result.failure)
-            item.status, item.detail = BulkItem.FAILED, f"{banner['title']}: {banner['message']}"
+            item.status, item.detail = BulkItem.Status.FAILED, f"{banner['title']}: {banner['message']}"
         item.upstream_status, item.request_id = result.upstream_status, result.request_id
         outcome, error = result.outcome, result.error
     item.finished_at = timezone.now()

@@ -28,7 +28,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 from prometheus_client import Counter
 
-from dashboard.models import OUTCOMES, AuditChainHead, AuditEntry
+from dashboard.models import AuditChainHead, AuditEntry, Outcome
 from workqueue.errors import redact
 
 __all__ = ["ChainBreak", "arecord", "entries_for_work", "record", "verify_chain", "verify_head", "via_of"]
@@ -103,8 +103,8 @@ def record(
 
     ``username`` defaults to the user's; pass it when acting for someone whose account may be gone.
     """
-    if outcome not in OUTCOMES:
-        raise ValueError(f"outcome must be one of {', '.join(OUTCOMES)}; got {outcome!r}")
+    if outcome not in Outcome.values:
+        raise ValueError(f"outcome must be one of {', '.join(Outcome.values)}; got {outcome!r}")
     user_id = user.pk if user is not None and getattr(user, "is_authenticated", False) else None
     with transaction.atomic():
         head = _lock_head()

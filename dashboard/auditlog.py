@@ -27,7 +27,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET
 
 from dashboard.index.models import IndexedEnvironment
-from dashboard.models import ACTION_WORDS, HASHED_FIELDS, OUTCOMES, AuditEntry
+from dashboard.models import HASHED_FIELDS, Action, AuditEntry, Outcome, action_words
 from dashboard.permissions import ACTIONS, require_action
 
 __all__ = ["audit_log", "export_csv", "export_json"]
@@ -41,13 +41,13 @@ TIME_FORMATS = ["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-
 EXPORT_FIELDS = (*HASHED_FIELDS, "prev_hash", "hash")
 # Actions recorded by the dashboard itself; entries from elsewhere (the gateway) add theirs to the filter list.
 KNOWN_ACTIONS = (
-    "patch_metadata",
-    "stop",
-    "force_stop",
-    "bulk_stop",
-    "bulk_force_stop",
-    "configure_key_set",
-    "configure_key_remove",
+    Action.PATCH_METADATA,
+    Action.STOP,
+    Action.FORCE_STOP,
+    Action.BULK_STOP,
+    Action.BULK_FORCE_STOP,
+    Action.CONFIGURE_KEY_SET,
+    Action.CONFIGURE_KEY_REMOVE,
 )
 
 
@@ -58,8 +58,8 @@ class AuditFilters(forms.Form):
     work_id = forms.CharField(required=False, max_length=150)
     outcome = forms.ChoiceField(
         required=False,
-        choices=[("", "Any"), *((o, o) for o in OUTCOMES)],
-        error_messages={"invalid_choice": "The outcome must be one of: " + ", ".join(OUTCOMES) + "."},
+        choices=[("", "Any"), *Outcome.choices],
+        error_messages={"invalid_choice": "The outcome must be one of: " + ", ".join(Outcome.values) + "."},
     )
     since = forms.DateTimeField(
         required=False,
@@ -147,9 +147,7 @@ def audit_log(request: HttpRequest) -> HttpResponse:
     for entry in audit_entries:
         entry.environment_name = names.get(entry.environment_id, "")
     codes = set(KNOWN_ACTIONS) | set(AuditEntry.objects.values_list("action", flat=True).distinct()[:100])
-    actions = sorted(
-        ((code, ACTION_WORDS.get(code, code)) for code in codes), key=lambda pair: pair[1].lower()
-    )
+    actions = sorted(((str(code), action_words(code)) for code in codes), key=lambda pair: pair[1].lower())
     context = {
         "nav": "audit_log",
         "page": page,
@@ -159,7 +157,7 @@ def audit_log(request: HttpRequest) -> HttpResponse:
         "filtering": any(typed.values()),
         "query_string": _query_string(typed),
         "actions": actions,
-        "outcomes": OUTCOMES,
+        "outcomes": Outcome.values,
         "usernames": list(
             AuditEntry.objects.exclude(username="")
             .order_by("username")

@@ -29,29 +29,41 @@ class AuditLogIsAppendOnly(Exception):
     """Raised on any attempt to change or delete an audit entry through the ORM."""
 
 
-OUTCOMES = ("succeeded", "failed", "denied")
+class Outcome(models.TextChoices):
+    """How an audited action ended."""
 
-# Each action an audit entry can record, in words for the audit log (the code stays on hover and in exports). An
-# action missing here shows as its code. The role names of dashboard.permissions appear in "denied" entries.
-ACTION_WORDS = {
-    "patch_metadata": "Metadata changed",
-    "stop": "Stopped",
-    "force_stop": "Force-stopped",
-    "bulk_stop": "Started a bulk stop",
-    "bulk_force_stop": "Started a bulk force-stop",
-    "bulk": "Bulk action",
-    "configure_key_set": "Set an environment key",
-    "configure_key_remove": "Removed an environment key",
-    "configure": "Configuration",
-    "display_link_created": "Created a wall display link",
-    "display_link_revoked": "Revoked a wall display link",
-    "display_opened": "Opened a wall display",
-    "token_create": "Created a token",
-    "token_revoke": "Revoked a token",
-    "login_locked_out": "Sign-ins locked out",
-    "role_from_provider": "Role set by the identity provider",
-    "view": "Viewed",
-}
+    SUCCEEDED = "succeeded", "succeeded"
+    FAILED = "failed", "failed"
+    DENIED = "denied", "denied"
+
+
+class Action(models.TextChoices):
+    """Each action an audit entry can record, in words for the audit log (the code stays on hover and in exports).
+    An entry whose action is missing here (an older release's) shows as its code. The role names of
+    dashboard.permissions appear in "denied" entries."""
+
+    PATCH_METADATA = "patch_metadata", "Metadata changed"
+    STOP = "stop", "Stopped"
+    FORCE_STOP = "force_stop", "Force-stopped"
+    BULK_STOP = "bulk_stop", "Started a bulk stop"
+    BULK_FORCE_STOP = "bulk_force_stop", "Started a bulk force-stop"
+    BULK = "bulk", "Bulk action"
+    CONFIGURE_KEY_SET = "configure_key_set", "Set an environment key"
+    CONFIGURE_KEY_REMOVE = "configure_key_remove", "Removed an environment key"
+    CONFIGURE = "configure", "Configuration"
+    DISPLAY_LINK_CREATED = "display_link_created", "Created a wall display link"
+    DISPLAY_LINK_REVOKED = "display_link_revoked", "Revoked a wall display link"
+    DISPLAY_OPENED = "display_opened", "Opened a wall display"
+    TOKEN_CREATE = "token_create", "Created a token"
+    TOKEN_REVOKE = "token_revoke", "Revoked a token"
+    LOGIN_LOCKED_OUT = "login_locked_out", "Sign-ins locked out"
+    ROLE_FROM_PROVIDER = "role_from_provider", "Role set by the identity provider"
+    VIEW = "view", "Viewed"
+
+
+def action_words(code: str) -> str:
+    """An action in words: its label, or its code when it is not one of ``Action``."""
+    return Action(code).label if code in Action.values else code
 
 
 # The fields that go into an entry's hash, in the user's words. ``user`` (the foreign key) is left out on purpose:
@@ -136,10 +148,10 @@ class AuditEntry(models.Model):
     username = models.CharField(max_length=150, blank=True, db_index=True)
     environment_id = models.CharField(max_length=120, blank=True, db_index=True)
     work_id = models.CharField(max_length=120, blank=True, db_index=True)
-    action = models.CharField(max_length=40, db_index=True)
+    action = models.CharField(max_length=40, db_index=True, choices=Action.choices)
     reason = models.TextField(blank=True)
     sent = models.JSONField(null=True, blank=True)
-    outcome = models.CharField(max_length=16, db_index=True)
+    outcome = models.CharField(max_length=16, db_index=True, choices=Outcome.choices)
     upstream_status = models.PositiveSmallIntegerField(null=True, blank=True)
     request_id = models.CharField(max_length=200, blank=True)
     error = models.TextField(blank=True)
@@ -166,7 +178,7 @@ class AuditEntry(models.Model):
 
     @property
     def action_words(self) -> str:
-        return ACTION_WORDS.get(self.action, self.action)
+        return action_words(self.action)
 
     @property
     def work_url(self) -> str:
@@ -274,8 +286,9 @@ class BulkOperation(models.Model):
     """A bulk stop (or force-stop) of many work items, run in the background: in one environment, or (chosen on
     the stuck page, ``environment_id`` blank) across environments, each item naming its own."""
 
-    RUNNING = "running"
-    FINISHED = "finished"
+    class Status(models.TextChoices):
+        RUNNING = "running", "running"
+        FINISHED = "finished", "finished"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     environment_id = models.CharField(max_length=120)
@@ -290,7 +303,7 @@ class BulkOperation(models.Model):
     # Touched after every item; a running operation that stops being touched was interrupted and can be resumed.
     heartbeat_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
-    status = models.CharField(max_length=20, default=RUNNING)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.RUNNING)
 
     class Meta:
         ordering = ("-created_at",)
@@ -310,18 +323,19 @@ class BulkOperation(models.Model):
 class BulkItem(models.Model):
     """One work item of a bulk operation and what happened to it."""
 
-    PENDING = "pending"
-    STOPPED = "stopped"
-    STOPPING = "stopping"
-    ALREADY_STOPPED = "already_stopped"
-    FAILED = "failed"
+    class Status(models.TextChoices):
+        PENDING = "pending", "pending"
+        STOPPED = "stopped", "stopped"
+        STOPPING = "stopping", "stopping"
+        ALREADY_STOPPED = "already_stopped", "already stopped"
+        FAILED = "failed", "failed"
 
     operation = models.ForeignKey(BulkOperation, on_delete=models.CASCADE, related_name="items")
     position = models.PositiveIntegerField()
     # The item's environment when the operation spans several (blank: the operation's own).
     environment_id = models.CharField(max_length=120, blank=True, default="")
     work_id = models.CharField(max_length=120)
-    status = models.CharField(max_length=20, default=PENDING)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING)
     detail = models.TextField(blank=True)
     upstream_status = models.PositiveSmallIntegerField(null=True, blank=True)
     request_id = models.CharField(max_length=200, blank=True)
@@ -338,7 +352,7 @@ class BulkItem(models.Model):
 
     @property
     def status_label(self) -> str:
-        return self.status.replace("_", " ")
+        return self.get_status_display()
 
     @property
     def environment(self) -> str:

@@ -757,11 +757,11 @@ def _bulk_history_page(number: str | None) -> Any:
         **{
             f"n_{status}": Count("items", filter=Q(items__status=status))
             for status in (
-                BulkItem.PENDING,
-                BulkItem.STOPPED,
-                BulkItem.STOPPING,
-                BulkItem.ALREADY_STOPPED,
-                BulkItem.FAILED,
+                BulkItem.Status.PENDING,
+                BulkItem.Status.STOPPED,
+                BulkItem.Status.STOPPING,
+                BulkItem.Status.ALREADY_STOPPED,
+                BulkItem.Status.FAILED,
             )
         },
     )

@@ -345,14 +345,14 @@ def test_a_restarting_instance_hands_its_running_operation_over_and_another_fini
     upstream.set_fault(route="stop", latency_ms=400)  # each stop takes a while: the shutdown comes mid-run
     actions.start_bulk(operation.pk)
     deadline = timezone.now() + timedelta(seconds=20)
-    while not operation.items.exclude(status=BulkItem.PENDING).exists():
+    while not operation.items.exclude(status=BulkItem.Status.PENDING).exists():
         assert timezone.now() < deadline, "the runner did not start"
 
     handed = actions.hand_over_bulk(timeout=20)  # what an instance's shutdown does
 
     assert handed == [operation.pk]
     operation.refresh_from_db()
-    done = operation.items.exclude(status=BulkItem.PENDING).count()
+    done = operation.items.exclude(status=BulkItem.Status.PENDING).count()
     assert operation.status == "running" and 1 <= done < len(ids), "it stopped after the item in hand"
     # Free to take at once: another instance's look for interrupted operations (every few seconds) claims it.
     upstream.clear_faults()
@@ -375,4 +375,4 @@ def test_a_running_operation_with_a_live_runner_is_left_alone(admin, upstream):
     operation = _operation(env["id"], ids, stale=False)  # its heartbeat is fresh: someone runs it
     assert actions.resume_interrupted_bulk() == []
     operation.refresh_from_db()
-    assert operation.status == "running" and operation.items.get().status == BulkItem.PENDING
+    assert operation.status == "running" and operation.items.get().status == BulkItem.Status.PENDING

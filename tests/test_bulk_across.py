@@ -71,7 +71,7 @@ def test_an_admin_force_stops_stuck_items_of_two_environments_in_one_operation(c
     assert states(upstream, east["id"], [a]) == ["stopped"]
     assert states(upstream, west["id"], [b]) == ["stopped"]
     assert sorted(operation.items.values_list("environment_id", "status")) == sorted(
-        [(east["id"], BulkItem.STOPPED), (west["id"], BulkItem.STOPPED)]
+        [(east["id"], BulkItem.Status.STOPPED), (west["id"], BulkItem.Status.STOPPED)]
     )
     entries = AuditEntry.objects.filter(action="force_stop", via="bulk")
     assert sorted(entries.values_list("environment_id", "work_id")) == sorted(

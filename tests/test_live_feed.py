@@ -283,7 +283,7 @@ async def test_a_bulk_stop_whose_instance_died_is_finished_by_the_live_runtime_w
     operation = await sync_to_async(orphan)()
 
     def finished() -> bool:
-        return BulkOperation.objects.get(pk=operation.pk).status == BulkOperation.FINISHED
+        return BulkOperation.objects.get(pk=operation.pk).status == BulkOperation.Status.FINISHED
 
     await wait_until(lambda: sync_to_async(finished)(), timeout=15)
     assert await sync_to_async(lambda: BulkItem.objects.get(operation=operation).status)() == "stopped"

@@ -68,7 +68,11 @@ def main_pages(upstream: Any, settings: Any) -> tuple[dict[str, str], str]:
     )
     operation = BulkOperation.objects.create(reason="worker crashed", selection="stuck_page", username="dana")
     BulkItem.objects.create(
-        operation=operation, position=0, environment_id=env["id"], work_id=item.id, status=BulkItem.STOPPING
+        operation=operation,
+        position=0,
+        environment_id=env["id"],
+        work_id=item.id,
+        status=BulkItem.Status.STOPPING,
     )
     base = f"/environments/{env['id']}"
     pages = {
