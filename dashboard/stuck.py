@@ -18,6 +18,8 @@ from typing import Any, Protocol
 
 from django.conf import settings
 
+from dashboard.durations import age_text
+
 
 class WorkItem(Protocol):
     """What the rule reads of an item: a ``workqueue.records.WorkItem`` or a row of the work index."""
@@ -37,7 +39,6 @@ class WorkItem(Protocol):
 __all__ = [
     "STATE_THRESHOLD",
     "cutoffs",
-    "humanize_seconds",
     "is_stuck",
     "lease_health",
     "reference_time",
@@ -81,20 +82,6 @@ def cutoffs(now: datetime) -> dict[str, datetime]:
     return {state: now - timedelta(seconds=limits[name]) for state, name in STATE_THRESHOLD.items()}
 
 
-def humanize_seconds(seconds: float) -> str:
-    """``95`` → ``"1 min 35 s"``; coarse on purpose, for sentences."""
-    seconds = max(0, int(seconds))
-    if seconds < 60:
-        return f"{seconds} s"
-    minutes, rest = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes} min {rest} s" if rest and minutes < 10 else f"{minutes} min"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 48:
-        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
-    return f"{hours // 24} days"
-
-
 def _heartbeat_reference(item: WorkItem) -> tuple[datetime, str]:
     if item.latest_heartbeat_at is not None:
         return item.latest_heartbeat_at, "heartbeat"
@@ -124,21 +111,14 @@ def stuck_reason(item: WorkItem, now: datetime) -> str | None:
         return _graceful_stop_cannot_complete(item, now) if item.state == "stopping" else None
     if item.state in ("starting", "active"):
         if _heartbeat_reference(item)[1] == "heartbeat":
-            return (
-                f"No heartbeat for {humanize_seconds(age)} while {item.state} "
-                f"(threshold {humanize_seconds(limit)})."
-            )
+            return f"No heartbeat for {age_text(age)} while {item.state} (threshold {age_text(limit)})."
         return (
-            f"{item.state.capitalize()} for {humanize_seconds(age)} without any heartbeat "
-            f"(threshold {humanize_seconds(limit)})."
+            f"{item.state.capitalize()} for {age_text(age)} without any heartbeat "
+            f"(threshold {age_text(limit)})."
         )
     if item.state == "stopping":
-        return (
-            f"Stopping for {humanize_seconds(age)} and not stopped yet (threshold {humanize_seconds(limit)})."
-        )
-    return (
-        f"Queued for {humanize_seconds(age)} without being picked up (threshold {humanize_seconds(limit)})."
-    )
+        return f"Stopping for {age_text(age)} and not stopped yet (threshold {age_text(limit)})."
+    return f"Queued for {age_text(age)} without being picked up (threshold {age_text(limit)})."
 
 
 def _graceful_stop_cannot_complete(item: WorkItem, now: datetime) -> str | None:
@@ -151,12 +131,12 @@ def _graceful_stop_cannot_complete(item: WorkItem, now: datetime) -> str | None:
         return None
     if what == "heartbeat":
         return (
-            f"Graceful stop cannot complete: no heartbeat for {humanize_seconds(age)} "
-            f"(heartbeat threshold {humanize_seconds(limit)})."
+            f"Graceful stop cannot complete: no heartbeat for {age_text(age)} "
+            f"(heartbeat threshold {age_text(limit)})."
         )
     return (
-        f"Graceful stop cannot complete: no heartbeat at all in {humanize_seconds(age)} since {what} "
-        f"(heartbeat threshold {humanize_seconds(limit)})."
+        f"Graceful stop cannot complete: no heartbeat at all in {age_text(age)} since {what} "
+        f"(heartbeat threshold {age_text(limit)})."
     )
 
 
@@ -166,8 +146,8 @@ def _heartbeat_phrase(item: WorkItem, now: datetime) -> tuple[float, str]:
     since, what = _heartbeat_reference(item)
     age = (now - since).total_seconds()
     if what == "heartbeat":
-        return age, f"last heartbeat {humanize_seconds(age)} ago"
-    return age, f"no heartbeat yet ({humanize_seconds(age)} since {what})"
+        return age, f"last heartbeat {age_text(age)} ago"
+    return age, f"no heartbeat yet ({age_text(age)} since {what})"
 
 
 def is_stuck(item: WorkItem, now: datetime) -> bool:

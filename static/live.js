@@ -45,6 +45,7 @@
     return two(date.getHours()) + ":" + two(date.getMinutes()) + ":" + two(date.getSeconds());
   }
 
+  // The wording of dashboard/durations.py age_text, which writes the first paint (tests/test_durations.py).
   function ageText(seconds) {
     var s = Math.max(0, Math.round(seconds));
     if (s < 60) {

@@ -15,6 +15,8 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
+from dashboard.durations import age_text
+
 register = template.Library()
 
 _MINUTE = 60
@@ -69,14 +71,8 @@ def age(moment: datetime | None, empty: str = "—") -> SafeString | str:
     every second), with the UTC time on hover: for the last sign of life of a worker."""
     if moment is None:
         return empty
-    seconds = max(0, round((timezone.now() - moment).total_seconds()))
-    minutes, rest = divmod(seconds, 60)
-    # The wording of static/live.js's ageText, which takes over once the page runs ("2 min 33 s").
-    text = (
-        f"{seconds} s" if seconds < 60 else f"{minutes} min" + (f" {rest} s" if minutes < 10 and rest else "")
-    )
-    if minutes >= 60:
-        text = duration_text(seconds)
+    # static/live.js's ageText takes over once the page runs, in the same words ("2 min 33 s").
+    text = age_text((timezone.now() - moment).total_seconds())
     # Not a <time>: the local-time switch rewrites those, and this one counts up by itself.
     return format_html(
         '<span class="age" title="{}"><span data-age-since="{}">{}</span> ago</span>',
