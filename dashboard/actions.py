@@ -30,6 +30,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from dashboard import audit, stopping, upstream
+from dashboard.confirm import REASON_MAX, read_reason
 from dashboard.index.queries import freshness, stuck_items
 from dashboard.index.sync import record_answer
 from dashboard.models import BulkItem, BulkOperation
@@ -52,7 +53,6 @@ __all__ = [
     "wait_for_bulk",
 ]
 
-REASON_MAX = 1000
 BLANK_ROWS = 3
 _PLAN_SALT = "dashboard.bulk-plan"
 _PLAN_MAX_AGE = 3600
@@ -84,15 +84,6 @@ def _item_url(env_id: str, work_id: str) -> str:
 def _failure_status(exc: WorkAPIError) -> int:
     # The page still renders (with the banner); the status tells scripts and monitors the upstream failed.
     return 404 if isinstance(exc, NotFound | InvalidID) else 502
-
-
-def _reason_from(request: HttpRequest) -> tuple[str, str | None]:
-    reason = str(request.POST.get("reason", "")).strip()
-    if not reason:
-        return reason, "Say why: the reason goes into the audit log."
-    if len(reason) > REASON_MAX:
-        return reason[:REASON_MAX], f"The reason is {len(reason)} characters long (at most {REASON_MAX})."
-    return reason, None
 
 
 # -- Metadata patch -----------------------------------------------------------------------------------------------
@@ -471,7 +462,7 @@ async def _stop(request: HttpRequest, env_id: str, work_id: str, *, force: bool)
         except WorkAPIError as exc:
             if request.method == "POST":
                 # Kept in the form for another try, and in the audit entry of the failed attempt.
-                reason = context["reason"] = _reason_from(request)[0]
+                reason = context["reason"] = read_reason(request.POST)[0]
                 await _audit_failure(request, action, env_id, work_id, reason, {"force": force}, exc)
             context["failure"] = upstream.failure_banner(exc)
             return await _page(request, template, context, _failure_status(exc))
@@ -486,7 +477,7 @@ async def _stop(request: HttpRequest, env_id: str, work_id: str, *, force: bool)
         if request.method == "GET":
             return await _page(request, template, context)
 
-        reason, problem = _reason_from(request)
+        reason, problem = read_reason(request.POST)
         context["reason"] = reason
         if problem:
             context["problems"] = [problem]
@@ -658,7 +649,7 @@ async def bulk_start(request: HttpRequest, env_id: str) -> HttpResponse:
     if not isinstance(plan, dict) or plan.get("env") != env_id or plan.get("user") != user.pk:
         messages.error(request, "That confirmation has expired or was not for this environment: start again.")
         return HttpResponseRedirect(reverse("environment", args=[env_id]))
-    reason, problem = _reason_from(request)
+    reason, problem = read_reason(request.POST)
     problems = [problem] if problem else []
     if force and str(request.POST.get("confirm", "")).strip() != plan["phrase"]:
         problems.append(f"Type {plan['phrase']} to confirm a force-stop.")
@@ -904,7 +895,7 @@ async def bulk_across_start(request: HttpRequest) -> HttpResponse:
     if not isinstance(plan, dict) or plan.get("env") != "" or plan.get("user") != user.pk:
         messages.error(request, "That confirmation has expired or was not yours: select the items again.")
         return HttpResponseRedirect(reverse("stuck"))
-    reason, problem = _reason_from(request)
+    reason, problem = read_reason(request.POST)
     problems = [problem] if problem else []
     if force and str(request.POST.get("confirm", "")).strip() != plan["phrase"]:
         problems.append(f"Type {plan['phrase']} to confirm a force-stop.")

@@ -190,8 +190,8 @@ def remove_key(request: HttpRequest, env_id: str) -> HttpResponse:
     A deployment key, if any, applies again.
     """
     stored = EnvironmentKey.objects.filter(environment_id=env_id).first()
-    reason = str(request.POST.get("reason", "")).strip()
-    problems = confirm.reason_problems(reason) if request.method == "POST" else []
+    reason, problem = confirm.read_reason(request.POST)
+    problems = [problem] if problem and request.method == "POST" else []
     if stored is not None and (request.method == "GET" or problems):
         deployed = env_id in getattr(settings, "ENVIRONMENT_KEYS", {})
         return confirm.confirm_page(

@@ -1,28 +1,41 @@
-"""The confirmation page of every revocation and removal: what goes, what follows, and a required reason.
+"""The confirmation page of every revocation and removal, and the reason form every confirmed action asks for.
 
 Revoking a token or a display link and removing an environment key cannot be undone by a click, so each asks first
-(GET shows this page, POST with a reason does it) and the reason goes to the audit log with the action.
+(GET shows this page, POST with a reason does it) and the reason goes to the audit log with the action. Stops and
+bulk stops read their reason with the same form (``read_reason``), so a missing or overlong one reads the same
+wherever it is given.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from django.http import HttpRequest, HttpResponse
+from django import forms
+from django.http import HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import render
 
-__all__ = ["REASON_MAX", "confirm_page", "reason_problems"]
+__all__ = ["REASON_MAX", "ReasonForm", "confirm_page", "read_reason"]
 
 REASON_MAX = 1000
 
 
-def reason_problems(reason: str) -> list[str]:
-    """What is wrong with a reason (nothing when it can be recorded)."""
-    if not reason:
-        return ["Give a reason: it is kept in the audit log."]
-    if len(reason) > REASON_MAX:
-        return [f"The reason is too long (at most {REASON_MAX} characters)."]
-    return []
+class ReasonForm(forms.Form):
+    reason = forms.CharField(
+        max_length=REASON_MAX,
+        error_messages={
+            "required": "Say why: the reason goes into the audit log.",
+            "max_length": "The reason is %(show_value)d characters long (at most %(limit_value)d).",
+        },
+    )
+
+
+def read_reason(data: QueryDict) -> tuple[str, str | None]:
+    """The reason posted (stripped; cut to ``REASON_MAX`` when it is shown again) and what is wrong with it, if
+    anything."""
+    form = ReasonForm(data)
+    if form.is_valid():
+        return form.cleaned_data["reason"], None
+    return str(data.get("reason", "")).strip()[:REASON_MAX], str(form.errors["reason"][0])
 
 
 def confirm_page(

@@ -95,6 +95,21 @@ def test_a_reason_is_required(client, upstream):
     assert not AuditEntry.objects.exists()
 
 
+def test_a_reason_longer_than_the_audit_log_keeps_is_refused(client, upstream):
+    env, key = environment(upstream, "east")
+    item = start_work(upstream, env["id"], key)
+    as_role(client, "operator")
+    upstream.reset_requests()
+
+    response = client.post(url(item), {"reason": "x" * 1001})
+
+    assert response.status_code == 400
+    assert "The reason is 1001 characters long (at most 1000)." in response.content.decode()
+    assert "stop" not in upstream.requests()["by_route"]
+    assert state_of(upstream, item) == "active"
+    assert not AuditEntry.objects.exists()
+
+
 def test_an_operator_cannot_force_stop(client, upstream):
     env, key = environment(upstream, "east")
     item = start_work(upstream, env["id"], key)

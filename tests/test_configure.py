@@ -106,7 +106,7 @@ def test_an_admin_removes_a_key(admin, upstream):
     url = f"/configure/keys/{env['id']}/remove/"
     confirm = admin.get(url)
     assert confirm.status_code == 200 and f"sk-ant-…{key[-4:]}" in confirm.content.decode()
-    assert "Give a reason" in admin.post(url).content.decode()  # no reason: nothing removed
+    assert "Say why" in admin.post(url).content.decode()  # no reason: nothing removed
     assert EnvironmentKey.objects.exists() and not AuditEntry.objects.exists()
 
     response = admin.post(url, {"reason": "key rotated in the Console"})

@@ -73,7 +73,7 @@ def test_it_revokes_your_own_token() -> None:
     user, client = signed_in("olivia", "operator")
     token, secret = tokens.mint(user, "cleanup-script", 30)
 
-    assert "Give a reason" in client.post(reverse("token_revoke", args=[token.pk])).content.decode()
+    assert "Say why" in client.post(reverse("token_revoke", args=[token.pk])).content.decode()
     response = client.post(reverse("token_revoke", args=[token.pk]), {"reason": "script retired"})
 
     assert response.status_code == 302

@@ -106,7 +106,7 @@ def test_a_forged_link_is_404_and_a_revoked_one_403(client, upstream):
     assert client.get("/display/garbage/").status_code == 404
 
     client.force_login(make_user("admin", username="admin2"))
-    assert "Give a reason" in client.post(f"/displays/{link.pk}/revoke").content.decode()
+    assert "Say why" in client.post(f"/displays/{link.pk}/revoke").content.decode()
     assert client.post(f"/displays/{link.pk}/revoke", {"reason": "screen stolen"}).status_code == 302
     client.logout()
     link.refresh_from_db()

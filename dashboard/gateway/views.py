@@ -121,8 +121,8 @@ def token_revoke(request: HttpRequest, token_id: int) -> HttpResponse:
     token = get_object_or_404(PersonalAccessToken.objects.select_related("user"), pk=token_id)
     if token.user_id != request.user.pk and not _is_admin(request.user):
         raise Http404("No such token.")
-    reason = str(request.POST.get("reason", "")).strip()
-    problems = confirm.reason_problems(reason) if request.method == "POST" else []
+    reason, problem = confirm.read_reason(request.POST)
+    problems = [problem] if problem and request.method == "POST" else []
     if request.method == "GET" or problems or token.status != "active":
         if token.status != "active":
             return redirect("tokens")

@@ -176,8 +176,8 @@ def revoke_display_link(request: HttpRequest, pk: int) -> HttpResponse:
     link = get_object_or_404(DisplayLink, pk=pk)
     if link.revoked_at is not None:
         return redirect("display_links")
-    reason = str(request.POST.get("reason", "")).strip()
-    problems = confirm.reason_problems(reason) if request.method == "POST" else []
+    reason, problem = confirm.read_reason(request.POST)
+    problems = [problem] if problem and request.method == "POST" else []
     if request.method == "GET" or problems:
         return confirm.confirm_page(
             request,
