@@ -42,15 +42,17 @@ SHIPPED_NGINX = REPO / "deploy" / "nginx" / "dashboard.conf"
 SERVE = REPO / "deploy" / "uvicorn" / "serve"
 INTERVAL = 0.5
 USERNAME = "platform-viewer"
+ADMIN_USERNAME = "platform-admin"
 PASSWORD = "correct horse battery staple"
 # Short enough for a test, long enough for a TLS handshake on a busy machine.
 TEST_HEADER_TIMEOUT = "2s"
 
-CREATE_VIEWER = f"""
+CREATE_USERS = f"""
 from django.contrib.auth.models import Group, User
 from dashboard.permissions import ensure_roles
 ensure_roles()
 User.objects.create_user({USERNAME!r}, password={PASSWORD!r}).groups.add(Group.objects.get(name="viewer"))
+User.objects.create_user({ADMIN_USERNAME!r}, password={PASSWORD!r}).groups.add(Group.objects.get(name="admin"))
 """
 
 
@@ -219,6 +221,8 @@ class Deployment:
     environment: dict[str, Any]
     environment_key: str
     redis_prefix: str
+    database_url: str  # the instances' database (PostgreSQL), for what a test checks behind the pages
+    settings: dict[str, str]  # the instances' environment, for manage.py commands
 
     def ssl_context(self) -> ssl.SSLContext:
         return ssl.create_default_context(cafile=str(self.certificate))
@@ -227,18 +231,18 @@ class Deployment:
         return httpx.Client(base_url=self.url, verify=self.ssl_context(), timeout=10, **kwargs)
 
     @contextlib.contextmanager
-    def sign_in(self) -> Iterator[httpx.Client]:
-        """A client signed in through the login form, over TLS, through nginx."""
+    def sign_in(self, username: str = USERNAME) -> Iterator[httpx.Client]:
+        """A client signed in through the login form, over TLS, through nginx (the viewer unless told)."""
         with self.client() as client:
-            yield self._signed_in(client)
+            yield self._signed_in(client, username)
 
-    def _signed_in(self, client: httpx.Client) -> httpx.Client:
+    def _signed_in(self, client: httpx.Client, username: str) -> httpx.Client:
         form = client.get("/accounts/login/")
         assert form.status_code == 200, form.text[:500]
         answer = client.post(
             "/accounts/login/",
             data={
-                "username": USERNAME,
+                "username": username,
                 "password": PASSWORD,
                 "csrfmiddlewaretoken": client.cookies["csrftoken"],
             },
@@ -285,7 +289,7 @@ def deployment(emulator_base_url: str, emulator_api_key: str, directory: Path) -
         }
         env.pop("METRICS_TOKEN", None)
         manage(env, "migrate", "--noinput", "-v0")
-        manage(env, "shell", "-c", CREATE_VIEWER)
+        manage(env, "shell", "-c", CREATE_USERS)
         ports = [free_port(), free_port()]
         instances = [
             Instance(
@@ -323,6 +327,8 @@ def deployment(emulator_base_url: str, emulator_api_key: str, directory: Path) -
                 environment=environment,
                 environment_key=environment_key,
                 redis_prefix=prefix,
+                database_url=database_url,
+                settings=env,
             )
         finally:
             nginx.stop()
