@@ -37,6 +37,8 @@ REPO = Path(__file__).resolve().parent.parent
 STARTUP_TIMEOUT_SECONDS = 60.0
 PREPARE_TIMEOUT_SECONDS = 300.0
 TEMPLATE_FILES = ("dashboard.sqlite3", "emulator.sqlite3")
+# uvicorn's websocket implementation as deploy/uvicorn/serve runs it.
+SHIPPED_WS = "websockets-sansio"
 
 
 def free_port() -> int:
@@ -325,6 +327,7 @@ class Stack:
         name: str = "dashboard",
         settings: dict[str, str] | None = None,
         deflate: bool = False,
+        ws: str = "",
     ) -> Dashboard:
         server = Dashboard(
             self.workspace,
@@ -335,6 +338,7 @@ class Stack:
             name,
             settings or {},
             deflate=deflate,
+            ws=ws,
         )
         self.servers.append(server)
         return server
@@ -404,6 +408,7 @@ class Dashboard(Server):
         settings: dict[str, str],
         *,
         deflate: bool = False,
+        ws: str = "",
     ) -> None:
         port = free_port()
         env = workspace.base_env(data_dir)
@@ -438,6 +443,8 @@ class Dashboard(Server):
             "--ws-per-message-deflate",
             "true" if deflate else "false",
         ]
+        # ``ws``: uvicorn's websocket implementation (``--ws``), for a side-by-side figure; "" is the shipped one.
+        args += ["--ws", ws or SHIPPED_WS]
         super().__init__(name, args, env, port, data_dir / f"{name}.log")
         self.session_cookie = f"sessionid={workspace.session_key}"
 

@@ -13,11 +13,15 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from bench.harness import Result, Viewers, Workspace, in_thread, rss_kib, start_all
+from bench.harness import SHIPPED_WS, Result, Viewers, Workspace, in_thread, rss_kib, start_all
 
 NAME = "memory"
 TITLE = "Memory per websocket"
 ENVIRONMENT = "memory-1"
+LEGACY_WS = "websockets"
+# The figures of the run before the change (README, 2026-11-29), and the goals they are held to (KiB).
+RECORDED = {"idle": 71.4, "receiving": 86.2}
+GOALS = {"idle": 32.0, "receiving": 40.0}
 
 
 def settings(quick: bool) -> dict[str, Any]:
@@ -34,13 +38,15 @@ def time_limit(quick: bool) -> float:
     return 60.0 if quick else 300.0
 
 
-async def measure(workspace: Workspace, cfg: dict[str, Any], *, deflate: bool) -> dict[str, float]:
+async def measure(
+    workspace: Workspace, cfg: dict[str, Any], *, deflate: bool, ws: str = ""
+) -> dict[str, float]:
     """RSS before and after N idle and N receiving sockets, on a dashboard with or without permessage-deflate."""
     sockets, settle = cfg["sockets"], cfg["settle"]
     env = workspace.environment(ENVIRONMENT)
     idle_path = "/ws/live/"
     receiving_path = f"/ws/live/{env.id}/"
-    name = f"{NAME}-{'deflate' if deflate else 'plain'}"
+    name = f"{NAME}-{'deflate' if deflate else 'plain'}{'-' + ws if ws else ''}"
     with workspace.stack(name) as stack:
         emulator = stack.emulator()
         dashboard = stack.dashboard(
@@ -48,6 +54,7 @@ async def measure(workspace: Workspace, cfg: dict[str, Any], *, deflate: bool) -
             environments=[env],
             settings={"FEED_INTERVAL_SECONDS": str(cfg["interval"])},
             deflate=deflate,
+            ws=ws,
         )
         await in_thread(start_all, emulator, dashboard)
         pid = dashboard.pid
@@ -80,12 +87,19 @@ async def run(workspace: Workspace, quick: bool, redis_url: str) -> Result:
     cfg = settings(quick)
     sockets = cfg["sockets"]
     result = Result(NAME, TITLE)
-    # As shipped (no per-message compression) and with uvicorn's default (permessage-deflate), one after the other.
+    # As shipped (no per-message compression, --ws websockets-sansio), then on uvicorn's older websocket
+    # implementation, then with uvicorn's default permessage-deflate, one after the other.
     plain = await measure(workspace, cfg, deflate=False)
+    legacy = await measure(workspace, cfg, deflate=False, ws=LEGACY_WS)
     deflated = await measure(workspace, cfg, deflate=True)
-    for label, m in (("", plain), ("with permessage-deflate: ", deflated)):
-        result.add(f"{label}idle socket", f"{m['idle_kib']:.1f} KiB")
-        result.add(f"{label}receiving socket", f"{m['receiving_kib']:.1f} KiB")
+    for kind in ("idle", "receiving"):
+        result.add(
+            f"memory per {kind} websocket",
+            f"before {RECORDED[kind]:.1f} KiB (recorded); this run, --ws {LEGACY_WS}: "
+            f"{legacy[kind + '_kib']:.1f} KiB, with permessage-deflate: {deflated[kind + '_kib']:.1f} KiB → after "
+            f"{plain[kind + '_kib']:.1f} KiB; goal ≤ {GOALS[kind]:.0f} KiB",
+        )
+    for label, m in (("", plain), (f"--ws {LEGACY_WS}: ", legacy), ("with permessage-deflate: ", deflated)):
         result.add(
             f"{label}server RSS: start / +{sockets} idle / +{sockets} receiving",
             f"{m['before'] / 1024:.0f} / {m['idle'] / 1024:.0f} / {m['receiving'] / 1024:.0f} MiB",
@@ -99,7 +113,8 @@ async def run(workspace: Workspace, quick: bool, redis_url: str) -> Result:
         f"{sockets} sockets of each kind; the receiving ones read {plain['frames']:.0f} frames (plain) and "
         f"{deflated['frames']:.0f} (deflate) in {cfg['receive']:g} s (a snapshot every {cfg['interval']:g} s). "
         "RSS includes allocator slack, so small N is noisy. The clients offer permessage-deflate as browsers do; "
-        "the shipped server declines it (uvicorn --ws-per-message-deflate false): frames are a few KiB of HTML "
-        "on a local network, and a compression context per socket costs memory and CPU per frame."
+        f"the shipped server (--ws {SHIPPED_WS}) declines it (uvicorn --ws-per-message-deflate false): frames are a few KiB of HTML "
+        "on a local network, and a compression context per socket costs memory and CPU per frame. The recorded "
+        "'before' (README, 2026-11-29) is the figure this change is held against."
     )
     return result

@@ -118,6 +118,7 @@ def server_config(port: int, host: str = "127.0.0.1") -> Any:
         host=host,
         port=port,
         log_level="warning",
+        ws="websockets-sansio",
         ws_per_message_deflate=False,
         ws_max_size=WS_MAX_SIZE,
     )
