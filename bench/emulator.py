@@ -2,7 +2,8 @@
 10, 50 and 200 workers, from the fleet's counters over a fixed window.
 
 One emulator (``manage.py emulator`` subprocess, SQLite) with two environments holding a backlog, so that every
-poll finds work; the fleet runs in this process. Each worker claims an item, heartbeats every second while it
+poll finds work; the fleet runs in this process. The largest size runs twice: with the fleet's HTTP connection pools
+as they are (one per 8 workers) and, for comparison, with one pool for the whole fleet as it used to be. Each worker claims an item, heartbeats every second while it
 works on it for 1-3 s, then stops it, and polls again. The window starts after a warm-up. The CPU the emulator and
 the fleet used in the window is reported too: on two cores, either can be the bottleneck.
 """
@@ -88,15 +89,22 @@ async def run(workspace: Workspace, quick: bool, redis_url: str) -> Result:
     cfg = settings(quick)
     result = Result(NAME, TITLE)
     envs = [workspace.environment(name) for name in ENVIRONMENTS]
-    config_for = {
-        size: FleetConfig(
-            workers_per_env=size // len(envs),
+    per_env = {size: size // len(envs) for size in cfg["sizes"]}
+
+    def config(size: int, workers_per_client: int) -> FleetConfig:
+        return FleetConfig(
+            workers_per_env=per_env[size],
             work_seconds=cfg["work"],
             heartbeat_interval=(cfg["heartbeat"], cfg["heartbeat"]),
+            workers_per_client=workers_per_client,
             seed=size,
         )
-        for size in cfg["sizes"]
-    }
+
+    largest = max(cfg["sizes"])
+    # Every size with the fleet's default pools; the largest once more first, as it used to run: one connection
+    # pool for the whole fleet (``workers_per_client=0``), for the before/after figure.
+    runs = [(largest, 0), *((size, FleetConfig.workers_per_client) for size in cfg["sizes"])]
+    rates: dict[tuple[int, int], dict[str, float]] = {}
     dry: list[int] = []
     topped = 0
     # An overloaded emulator makes workers log every timeout and redelivery; the counters already count them.
@@ -107,9 +115,11 @@ async def run(workspace: Workspace, quick: bool, redis_url: str) -> Result:
         restore.callback(fleet_log.setLevel, level)
         emulator = stack.emulator()
         await in_thread(start_all, emulator)
-        for size, config in config_for.items():
+        for size, per_client in runs:
             topped += await top_up(emulator, envs, items_needed(cfg, size))
-            fleet = Fleet(emulator.base_url, [FleetEnvironment(e.id, e.key) for e in envs], config)
+            fleet = Fleet(
+                emulator.base_url, [FleetEnvironment(e.id, e.key) for e in envs], config(size, per_client)
+            )
             await fleet.start()
             try:
                 await asyncio.sleep(cfg["warmup"])
@@ -125,19 +135,41 @@ async def run(workspace: Workspace, quick: bool, redis_url: str) -> Result:
             if min(await depths(emulator, envs)) == 0:
                 dry.append(size)
             rate = {k: (after[k] - before[k]) / window for k in after}
+            rates[size, per_client] = rate
             emulator_cpu = (cpu_after[0] - cpu_before[0]) / window * 100
             fleet_cpu = (cpu_after[1] - cpu_before[1]) / window * 100
-            result.add(
-                f"{size} workers",
-                f"{rate['polls']:.0f} polls/s, {rate['acks']:.0f} acks/s, {rate['heartbeats']:.0f} heartbeats/s",
-            )
+            pools = f"{len(fleet.clients)} connection pool{'s' if len(fleet.clients) != 1 else ''}"
+            if size != largest:
+                result.add(
+                    f"{size} workers",
+                    f"{rate['polls']:.0f} polls/s, {rate['acks']:.0f} acks/s, {rate['heartbeats']:.0f} heartbeats/s",
+                )
             result.note(
-                f"{size} workers: also {rate['stops']:.0f} stops/s, {rate['errors']:.1f} errors/s, "
+                f"{size} workers, {pools}: {rate['polls']:.1f} polls/s, {rate['acks']:.1f} acks/s, "
+                f"{rate['heartbeats']:.1f} heartbeats/s, {rate['stops']:.1f} stops/s, {rate['errors']:.1f} errors/s, "
                 f"{rate['empty_polls']:.1f} empty polls/s; CPU in the window: emulator {emulator_cpu:.0f}%, "
                 f"fleet (this process) {fleet_cpu:.0f}%."
             )
+        old, new = rates[largest, 0], rates[largest, FleetConfig.workers_per_client]
+        second = sorted(cfg["sizes"])[-2]
+        goal = rates[second, FleetConfig.workers_per_client]["polls"]
+        result.add(
+            f"{largest} workers",
+            f"before {old['polls']:.0f} polls/s, {old['errors']:.1f} errors/s (one connection pool) → after "
+            f"{new['polls']:.0f} polls/s, {new['acks']:.0f} acks/s, {new['heartbeats']:.0f} heartbeats/s, "
+            f"{new['errors']:.1f} errors/s ({FleetConfig.workers_per_client} workers a pool); goal 0 errors, "
+            f"≥ the {second}-worker figure ({goal:.0f} polls/s)",
+        )
     low, high = cfg["work"]
     dried = f"the queue ran dry at {', '.join(map(str, dry))} workers" if dry else "the queue never ran dry"
+    result.note(
+        f"{largest} workers, before and after: the same fleet, once with one HTTP connection pool for all its "
+        f"workers (`workers_per_client=0`, as it was) and once with one pool per "
+        f"{FleetConfig.workers_per_client} workers (the default), in this run against the same emulator. Errors "
+        "are failed requests the workers saw (timeouts, connection failures, an ack refused because its delivery "
+        "had been handed to another worker, 5xx); a stop answered 409 'already stopped' is not counted, nor an "
+        "empty poll."
+    )
     result.note(
         f"Window {cfg['window']:g} s after a {cfg['warmup']:g} s warm-up; {len(envs)} environments with a backlog "
         f"of {backlog(quick)} items each; work {low:g}-{high:g} s, a heartbeat every {cfg['heartbeat']:g} s"

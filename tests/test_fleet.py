@@ -77,6 +77,23 @@ async def test_healthy_workers_heartbeat_and_finish_their_items(emulator, env, c
     assert counts["heartbeat"] == {"sessions_token": c.heartbeats}
 
 
+async def test_workers_share_connection_pools_in_groups(emulator, env, client):
+    work_ids = [emulator.enqueue(env.environment_id)["id"] for _ in range(5)]
+    async with Fleet(emulator.base_url, [env], quick(workers_per_env=5, workers_per_client=2)) as fleet:
+        # Five workers in groups of two: three clients, each with a pool of its own.
+        assert len(fleet.clients) == 3
+        assert len({id(c._http) for c in fleet.clients}) == 3
+        await wait_until(lambda: fleet.counters.finished == 5)
+    assert await states(client, env.environment_id, work_ids) == ["stopped"] * 5
+    assert fleet.counters.errors == 0
+    # One pool for the whole fleet, as before, on request.
+    whole = Fleet(emulator.base_url, [env], quick(workers_per_env=5, workers_per_client=0))
+    assert len(whole.clients) == 1
+    await whole.stop()
+    with pytest.raises(ValueError, match="workers_per_client"):
+        quick(workers_per_client=-1)
+
+
 async def test_workers_polling_counts_every_worker(emulator, env, client):
     other_environment, other_key = emulator.create_environment("fleet-2")
     other = FleetEnvironment(other_environment["id"], other_key)

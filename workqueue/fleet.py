@@ -22,6 +22,11 @@ spread across the environments):
 An optional producer enqueues new work at a steady average rate per environment through a callable (the demo passes
 the emulator's admin `EmulatorControl.enqueue`), so the queues keep moving.
 
+Workers share HTTP clients in groups of `FleetConfig.workers_per_client` (8), each group with a connection pool of
+its own: httpx scans a pool's every connection each time it hands one out, so a single pool for a few hundred
+workers costs more CPU than all the rest of the fleet's work (at 200 workers it kept one core busy and requests
+timed out). A client passed in is shared by every worker.
+
 `FleetCounters` (polls, acks, heartbeats, stops, errors, …) are shared by every worker and readable at any time.
 Cancelling `Fleet.run` (or leaving `async with fleet`) shuts down gracefully: well-behaved workers stop the item they
 hold; crashed and hung workers leave theirs as they are, which is the point of them.
@@ -91,6 +96,8 @@ class FleetConfig:
     reclaim_older_than_ms: int | None = None
     idle_sleep: tuple[float, float] = (1.0, 3.0)
     backoff: Backoff = Backoff()
+    # Workers sharing one HTTP client (one connection pool); 0: the whole fleet shares one. See `Fleet`.
+    workers_per_client: int = 8
     fatal_retry_seconds: float = 30.0  # a worker refused outright (fatal 4xx on poll) tries again after this
     enqueue_per_minute: float = 0.0  # per environment; needs an `enqueue` callable
     seed: int | None = None
@@ -104,6 +111,8 @@ class FleetConfig:
                 raise ValueError(f"{name} must be a fraction between 0 and 1, not {value}")
         if self.crash + self.ignore_stop + self.slow_ack > 1.0 + 1e-9:
             raise ValueError("crash + ignore_stop + slow_ack must not exceed 1")
+        if self.workers_per_client < 0:
+            raise ValueError("workers_per_client must not be negative")
         if self.enqueue_per_minute < 0:
             raise ValueError("enqueue_per_minute must not be negative")
         for name in ("work_seconds", "crash_after", "slow_ack_seconds", "heartbeat_interval", "idle_sleep"):
@@ -177,17 +186,34 @@ class Fleet:
         self._keys = {env.environment_id: env.environment_key for env in self.environments}
         self._own_client = client is None
         if client is None:
-            # Every worker long-polls at once: size the connection pool to the fleet instead of queueing on it.
-            limits = httpx.Limits(max_connections=total + 16, max_keepalive_connections=total + 16)
-            # No API key: workers speak only with environment keys and sessions tokens.
-            client = WorkAPIClient(
-                api_key=None,
-                base_url=base_url,
-                timeout=timeout,
-                transport=httpx.AsyncHTTPTransport(limits=limits),
-            )
-        self.client = client
+            # One small connection pool per group of workers rather than one pool for the whole fleet: httpx scans
+            # every connection of a pool on each request it assigns, so one pool of N connections costs O(N) per
+            # request and, at a few hundred workers, more CPU than everything else the fleet does.
+            per_client = self.config.workers_per_client or max(total, 1)
+            self.clients = [
+                self._new_client(base_url, timeout, min(per_client, total - start))
+                for start in range(0, max(total, 1), per_client)
+            ]
+        else:
+            self.clients = [client]
+        self.client = self.clients[0]
         self._tasks: list[asyncio.Task[None]] = []
+
+    @staticmethod
+    def _new_client(base_url: str, timeout: float, workers: int) -> WorkAPIClient:
+        # Every worker of the group may long-poll at once: room for each, plus a spare for its stops.
+        limits = httpx.Limits(max_connections=workers + 2, max_keepalive_connections=workers + 2)
+        # No API key: workers speak only with environment keys and sessions tokens.
+        return WorkAPIClient(
+            api_key=None,
+            base_url=base_url,
+            timeout=timeout,
+            transport=httpx.AsyncHTTPTransport(limits=limits),
+        )
+
+    def _client_of(self, index: int) -> WorkAPIClient:
+        per_client = self.config.workers_per_client or len(self.workers)
+        return self.clients[min(index // per_client, len(self.clients) - 1)]
 
     # --- lifecycle ---------------------------------------------------------------------------------------------
 
@@ -195,8 +221,9 @@ class Fleet:
         """Start every worker (and the producers) in the background."""
         if self._tasks:
             return
-        for worker in self.workers:
-            self._tasks.append(asyncio.create_task(self._run_worker(worker), name=worker.worker_id))
+        for index, worker in enumerate(self.workers):
+            task = self._run_worker(worker, self._client_of(index))
+            self._tasks.append(asyncio.create_task(task, name=worker.worker_id))
         if self._enqueue is not None and self.config.enqueue_per_minute > 0:
             for env in self.environments:
                 self._tasks.append(asyncio.create_task(self._produce(env.environment_id)))
@@ -211,7 +238,7 @@ class Fleet:
             if isinstance(result, Exception):
                 log.error("fleet task ended with an error: %s", result)
         if self._own_client:
-            await self.client.aclose()
+            await asyncio.gather(*(client.aclose() for client in self.clients))
 
     async def run(self, duration: float | None = None) -> FleetCounters:
         """Run for `duration` seconds (None or 0: until cancelled), then shut down gracefully."""
@@ -252,12 +279,12 @@ class Fleet:
 
     # --- workers -----------------------------------------------------------------------------------------------
 
-    async def _run_worker(self, worker: FleetWorker) -> None:
+    async def _run_worker(self, worker: FleetWorker, client: WorkAPIClient) -> None:
         cfg = self.config
         before_ack = self._slow_ack if worker.behaviour == "slow_ack" else None
         while True:
             poller = WorkPoller(
-                self.client,
+                client,
                 worker.environment_id,
                 self._keys[worker.environment_id],
                 worker_id=worker.worker_id,
@@ -271,7 +298,7 @@ class Fleet:
             try:
                 async with poller:
                     async for claim in poller:
-                        await self._serve(worker, claim)
+                        await self._serve(worker, claim, client)
             except WorkAPIError as exc:
                 # Refused outright (bad key, archived environment...): the poller has logged it; try again later
                 # rather than take the whole fleet down.
@@ -288,7 +315,7 @@ class Fleet:
         self.counters.slow_acks += 1
         await asyncio.sleep(self._random.uniform(*self.config.slow_ack_seconds))
 
-    async def _serve(self, worker: FleetWorker, claim: ClaimedWork) -> None:
+    async def _serve(self, worker: FleetWorker, claim: ClaimedWork, client: WorkAPIClient) -> None:
         """Hold one item: heartbeat until the work is done, then stop it (or misbehave)."""
         cfg = self.config
         loop = asyncio.get_running_loop()
@@ -310,7 +337,7 @@ class Fleet:
         try:
             while True:
                 try:
-                    heartbeat = await self.client.heartbeat_work(
+                    heartbeat = await client.heartbeat_work(
                         claim.environment_id,
                         claim.id,
                         credential=claim.credential,

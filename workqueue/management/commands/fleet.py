@@ -95,6 +95,12 @@ class Command(BaseCommand):
             default=0.0,
             help="new work items per minute per environment, through the emulator's admin surface (0: none)",
         )
+        parser.add_argument(
+            "--workers-per-client",
+            type=int,
+            default=FleetConfig.workers_per_client,
+            help="workers sharing one HTTP connection pool (0: one pool for the whole fleet)",
+        )
         parser.add_argument("--work-seconds", type=_range, default=(5.0, 30.0), metavar="MIN:MAX")
         parser.add_argument("--slow-ack-seconds", type=_range, default=(6.0, 12.0), metavar="MIN:MAX")
         parser.add_argument("--desired-ttl", type=int, default=None, help="desired_ttl_seconds on heartbeats")
@@ -120,6 +126,7 @@ class Command(BaseCommand):
                 ignore_stop=options["ignore_stop"],
                 slow_ack=options["slow_ack"],
                 work_seconds=options["work_seconds"],
+                workers_per_client=options["workers_per_client"],
                 slow_ack_seconds=options["slow_ack_seconds"],
                 desired_ttl_seconds=options["desired_ttl"],
                 enqueue_per_minute=options["enqueue_per_minute"],
