@@ -33,18 +33,14 @@ import httpx
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.typing import Origin
 
+from workqueue.emulator.launch import EmulatorProcess, free_port
+
 REPO = Path(__file__).resolve().parent.parent
 STARTUP_TIMEOUT_SECONDS = 60.0
 PREPARE_TIMEOUT_SECONDS = 300.0
 TEMPLATE_FILES = ("dashboard.sqlite3", "emulator.sqlite3")
 # uvicorn's websocket implementation as deploy/uvicorn/serve runs it.
 SHIPPED_WS = "websockets-sansio"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # --- Results ------------------------------------------------------------------------------------------------------
@@ -356,19 +352,30 @@ class Stack:
 
 
 class Emulator(Server):
+    """``manage.py emulator`` started by ``workqueue.emulator.launch``, as the tests and the demo start it."""
+
     health_path = "/_emulator/health"
 
     def __init__(self, workspace: Workspace, data_dir: Path) -> None:
-        port = free_port()
+        self.launcher = EmulatorProcess(
+            port=free_port(),
+            api_key=workspace.api_key,
+            db_path=data_dir / "emulator.sqlite3",
+            log_path=data_dir / "emulator.log",
+            environ=workspace.base_env(data_dir),
+        )
         super().__init__(
-            "emulator",
-            ["manage.py", "emulator", "--addr", "127.0.0.1", "--port", str(port)],
-            workspace.base_env(data_dir),
-            port,
-            data_dir / "emulator.log",
+            "emulator", [], dict(self.launcher.environ or {}), self.launcher.port, data_dir / "emulator.log"
         )
         self.api_key = workspace.api_key
         self._admin: httpx.Client | None = None
+
+    def launch(self) -> None:
+        self.launcher.launch()
+        self.process = self.launcher.process
+
+    def ready(self, http: httpx.Client) -> bool:
+        return self.launcher.healthy(http)
 
     def admin(self, method: str, path: str, body: Any = None) -> Any:
         """A call to the emulator's admin surface (``/_emulator/...``), e.g. its request counters."""

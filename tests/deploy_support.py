@@ -33,10 +33,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from conftest import REPO, free_port
+from conftest import REPO
 from instances_support import Instance, fresh_database, manage, service_unavailable, service_urls
 
 from workqueue.emulator.control import EmulatorControl
+from workqueue.emulator.launch import free_port
 
 SHIPPED_NGINX = REPO / "deploy" / "nginx" / "dashboard.conf"
 SERVE = REPO / "deploy" / "uvicorn" / "serve"

@@ -15,13 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from workqueue.emulator.launch import free_port
+
 REPO = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_for(predicate, timeout: float, what: str):

@@ -12,12 +12,12 @@ from typing import Any
 import pytest
 import websockets
 from asgiref.sync import sync_to_async
-from conftest import free_port
 from live_support import reset_local_state, session_cookie
 from pages_support import make_user, upstream  # noqa: F401
 
 from dashboard.live import feed
 from dashboard.management.commands.demo import WS_MAX_SIZE, server_config
+from workqueue.emulator.launch import free_port
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

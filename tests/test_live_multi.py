@@ -17,10 +17,11 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from conftest import free_port
 from instances_support import VIEWER_SESSION, Instance, fresh_database, service_urls
 from instances_support import manage as _manage
 from pages_support import upstream  # noqa: F401
+
+from workqueue.emulator.launch import free_port
 
 INTERVAL = 0.5
 pytestmark = [pytest.mark.redis, pytest.mark.postgres]

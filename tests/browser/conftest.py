@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -23,6 +22,8 @@ from typing import Any
 
 import pytest
 from pages_support import PASSWORD, upstream  # noqa: F401
+
+from workqueue.emulator.launch import free_port
 
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -35,12 +36,6 @@ CHROMIUM_ARGS = [
 ]
 REPO = Path(__file__).resolve().parents[2]
 SCREENSHOTS = REPO / "test-artifacts" / "screenshots"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

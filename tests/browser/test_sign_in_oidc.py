@@ -24,6 +24,8 @@ import pytest
 from pages_support import environment, start_work, upstream  # noqa: F401
 from playwright.sync_api import expect
 
+from workqueue.emulator.launch import free_port
+
 REPO = Path(__file__).resolve().parents[2]
 PROVIDER_DIR = REPO / "tests" / "oidc"
 CLIENT_ID = "ops-dashboard"
@@ -40,14 +42,6 @@ ACCOUNTS = {
     "uma": {"password": PASSWORD, "email": "uma@example.com", "name": "Uma", "groups": ["contractors"]},
 }
 ROLE_MAP = {"ops-admins": "admin", "ops": "operator", "viewers": "viewer"}
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="session")

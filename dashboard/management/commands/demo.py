@@ -76,13 +76,17 @@ class Children:
     def start(
         self, name: str, args: list[str], log_path: Path, env: dict[str, str]
     ) -> subprocess.Popen[bytes]:
-        self.logs[name] = log_path
         with open(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as log:
             process = subprocess.Popen(
                 [sys.executable, "manage.py", *args], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
             )
-        self.processes[name] = process
+        self.adopt(name, process, log_path)
         return process
+
+    def adopt(self, name: str, process: subprocess.Popen[bytes], log_path: Path) -> None:
+        """A child started elsewhere (the emulator, by its launcher), watched and stopped with the others."""
+        self.processes[name] = process
+        self.logs[name] = log_path
 
     def exited(self) -> tuple[str, int] | None:
         for name, process in self.processes.items():
@@ -160,13 +164,7 @@ class Command(BaseCommand):
         previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             self.stdout.write(f"Starting the emulator on {emulator_url} …")
-            children.start(
-                "emulator",
-                ["emulator", "--addr", "127.0.0.1", "--port", str(emulator_port), "--seed"],
-                Path(settings.DATA_DIR) / "demo-emulator.log",
-                child_env,
-            )
-            environments = self._wait_for_emulator(children, emulator_url, api_key)
+            environments = self._start_emulator(children, emulator_port, api_key, child_env)
             stored = self._store_keys(environments)
             self.stdout.write(f"Stored the environment keys of {stored} environment(s) in the dashboard.")
             if not options["no_fleet"]:
@@ -206,20 +204,24 @@ class Command(BaseCommand):
             user.save()
             user.groups.set([Group.objects.get(name=role)])
 
-    def _wait_for_emulator(self, children: Children, url: str, api_key: str) -> list[dict[str, Any]]:
+    def _start_emulator(
+        self, children: Children, port: int, api_key: str, env: dict[str, str]
+    ) -> list[dict[str, Any]]:
+        """The seeded emulator, healthy, and its environments with their keys."""
         from workqueue.emulator.control import EmulatorControl
+        from workqueue.emulator.launch import EmulatorFailed, EmulatorProcess
 
-        deadline = time.monotonic() + STARTUP_SECONDS
-        with EmulatorControl(url, api_key, timeout=2.0) as control:
-            while time.monotonic() < deadline:
-                if children.exited():
-                    raise CommandError(f"The emulator exited; see {children.logs['emulator']}")
-                if control.health():
-                    return control.environments()
-                time.sleep(0.2)
-        raise CommandError(
-            f"The emulator did not start within {STARTUP_SECONDS:.0f} s; see {children.logs['emulator']}"
-        )
+        log_path = Path(settings.DATA_DIR) / "demo-emulator.log"
+        emulator = EmulatorProcess(port=port, api_key=api_key, log_path=log_path, environ=env)
+        emulator.launch("--seed")
+        assert emulator.process is not None
+        children.adopt("emulator", emulator.process, log_path)
+        try:
+            emulator.wait_until_healthy(STARTUP_SECONDS)
+        except EmulatorFailed:
+            raise CommandError(f"The emulator did not start; see {log_path}") from None
+        with EmulatorControl(emulator.base_url, api_key, timeout=5.0) as control:
+            return control.environments()
 
     def _store_keys(self, environments: list[dict[str, Any]]) -> int:
         stored = 0
