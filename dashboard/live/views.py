@@ -38,13 +38,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from dashboard import audit, confirm, regions, shown_once, upstream
 from dashboard.live import conf, fanout
 from dashboard.live.feed import feed_client, group_name, read_cached, read_directory, shared_state
+from dashboard.live.forms import DisplayLinkForm
 from dashboard.live.models import DisplayLink
 from dashboard.live.snapshots import placeholder, template_context
 from dashboard.live.sparkline import sparkline
 from dashboard.permissions import require_action
 from workqueue.errors import WorkAPIError
 
-MAX_NAME_LENGTH = 100
 # Openings of one display link are audited together, once per this period (with their count).
 DISPLAY_AUDIT_EVERY = timedelta(hours=1)
 
@@ -70,26 +70,19 @@ def display_links(request: HttpRequest) -> HttpResponse:
     """List the display links; POST creates one and redirects to the page that shows its address once."""
     directory = _directory_sync() or []
     errors: dict[str, str] = {}
-    form: dict[str, Any] = {"name": "", "environments": [], "time_zone": conf.display_time_zone()}
+    values: dict[str, Any] = {"name": "", "environments": [], "time_zone": conf.display_time_zone()}
     if request.method == "POST":
-        name = request.POST.get("name", "").strip()
-        environments = request.POST.getlist("environments")
-        time_zone = request.POST.get("time_zone", "").strip() or conf.display_time_zone()
-        form = {"name": name, "environments": environments, "time_zone": time_zone}
-        known = {entry["id"] for entry in directory}
-        if not name:
-            errors["name"] = "Give the display a name, such as the room it hangs in."
-        elif len(name) > MAX_NAME_LENGTH:
-            errors["name"] = f"At most {MAX_NAME_LENGTH} characters."
-        if any(e not in known for e in environments):
-            errors["environments"] = "Pick environments from the list."
-        if time_zone not in zoneinfo.available_timezones():
-            errors["time_zone"] = "Pick a time zone from the list, such as Europe/Paris or UTC."
+        form = DisplayLinkForm(
+            request.POST,
+            environment_ids=[entry["id"] for entry in directory],
+            default_time_zone=conf.display_time_zone(),
+        )
+        values, errors = form.values(), ({} if form.is_valid() else form.first_errors())
         if not errors:
             link = DisplayLink(
-                name=name,
-                environments=sorted(set(environments)),
-                time_zone=time_zone,
+                name=form.cleaned_data["name"],
+                environments=sorted(set(form.cleaned_data["environments"])),
+                time_zone=form.cleaned_data["time_zone"],
                 created_by=request.user if request.user.is_authenticated else None,
             )
             token = link.issue_token()
@@ -110,7 +103,7 @@ def display_links(request: HttpRequest) -> HttpResponse:
             # Post/redirect/get: a reload of the page that follows shows nothing new and creates nothing.
             shown_once.keep(request, "display_link", {"id": link.pk, "token": token})
             return redirect("display_link_created")
-    return _links_page(request, directory, form, errors)
+    return _links_page(request, directory, values, errors)
 
 
 def _links_page(
