@@ -27,11 +27,9 @@ if TYPE_CHECKING:
     from workqueue.client import WorkAPIClient
 
 __all__ = [
-    "aenvironment_key_sources",
     "capture_response",
     "client",
     "environment_key",
-    "environment_key_sources",
     "environment_key_sync",
     "failure_banner",
     "thread_loop",
@@ -191,26 +189,6 @@ def environment_key_sync(environment_id: str) -> str | None:
 
 async def environment_key(environment_id: str) -> str | None:
     return await sync_to_async(environment_key_sync)(environment_id)
-
-
-def environment_key_sources() -> dict[str, dict[str, str]]:
-    """``{environment_id: {"source": "dashboard"|"deployment", "masked": "sk-ant-…abcd", "name": ...}}``.
-
-    For pages that need to know which environments can list work, without ever holding a key.
-    """
-    from dashboard.models import EnvironmentKey, mask_key
-
-    sources: dict[str, dict[str, str]] = {
-        environment_id: {"source": "deployment", "masked": mask_key(key), "name": ""}
-        for environment_id, key in getattr(settings, "ENVIRONMENT_KEYS", {}).items()
-    }
-    for stored in EnvironmentKey.objects.all():
-        sources[stored.environment_id] = {"source": "dashboard", "masked": stored.masked, "name": stored.name}
-    return sources
-
-
-async def aenvironment_key_sources() -> dict[str, dict[str, str]]:
-    return await sync_to_async(environment_key_sources)()
 
 
 def failure_banner(exc: WorkAPIError) -> dict[str, Any]:

@@ -19,7 +19,6 @@ from urllib.parse import quote
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.contrib.auth.decorators import login_not_required
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
@@ -317,7 +316,6 @@ class _Gateway:
 
 
 @csrf_exempt
-@login_not_required
 async def gateway(request: HttpRequest, rest: str = "") -> HttpResponse:
     """Everything under /gateway/: the Work API's paths, answered for the holder of a personal access token."""
     token = await tokens.authenticate(tokens.credential_from_headers(request.headers))

@@ -44,10 +44,6 @@ class Coordinator(ABC):
         """Give the lease up now (only if this instance holds it), so another instance can take it at once."""
 
     @abstractmethod
-    async def holder(self, name: str) -> str | None:
-        """The instance holding the lease ``name``, if any."""
-
-    @abstractmethod
     async def announce(self, keys: Iterable[str], ttl: float) -> None:
         """This instance's viewers watch ``keys``; forgotten after ``ttl`` seconds unless announced again."""
 
@@ -65,10 +61,6 @@ class Coordinator(ABC):
 
     async def get(self, key: str) -> str | None:
         return (await self.get_many([key]))[0]
-
-    @abstractmethod
-    async def ping(self) -> None:
-        """Raise if the shared store cannot be reached."""
 
     async def close(self) -> None:
         return None
@@ -95,12 +87,6 @@ class LocalCoordinator(Coordinator):
         current = _local_locks.get(name)
         if current is not None and current[0] == self.instance_id:
             del _local_locks[name]
-
-    async def holder(self, name: str) -> str | None:
-        current = _local_locks.get(name)
-        if current is None or current[1] <= time.monotonic():
-            return None
-        return current[0]
 
     async def announce(self, keys: Iterable[str], ttl: float) -> None:
         keys = frozenset(keys)
@@ -129,9 +115,6 @@ class LocalCoordinator(Coordinator):
             entry = _local_cache.get(key)
             values.append(entry[0] if entry is not None and entry[1] > now else None)
         return values
-
-    async def ping(self) -> None:
-        return None
 
     async def close(self) -> None:
         await self.announce((), 0)
@@ -191,10 +174,6 @@ class RedisCoordinator(Coordinator):
         self._held.discard(name)
         await self._release(keys=[self._key("lock", name)], args=[self.instance_id])
 
-    async def holder(self, name: str) -> str | None:
-        value = await self._redis.get(self._key("lock", name))
-        return value.decode() if value is not None else None
-
     async def announce(self, keys: Iterable[str], ttl: float) -> None:
         keys = sorted(set(keys))
         presence = self._key("presence", self.instance_id)
@@ -234,9 +213,6 @@ class RedisCoordinator(Coordinator):
             return []
         values = await self._redis.mget([self._key("cache", key) for key in keys])
         return [value.decode() if value is not None else None for value in values]
-
-    async def ping(self) -> None:
-        await self._redis.ping()
 
     async def close(self) -> None:
         try:
