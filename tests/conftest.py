@@ -20,6 +20,10 @@ import pytest
 from workqueue.emulator.control import EmulatorControl
 from workqueue.emulator.launch import EmulatorProcess, free_port
 
+# The dashboard pointed at the test emulator (``upstream``) and a live runtime on it (``live_runtime``), for every
+# module that asks for them by name.
+pytest_plugins = ["pages_support", "live_support"]
+
 REPO = Path(__file__).resolve().parent.parent
 EMULATOR_TEST_API_KEY = "sk-ant-api03-emulator-test"
 

@@ -14,7 +14,6 @@ import pytest
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.test import Client
-from pages_support import upstream  # noqa: F401
 
 from dashboard.live import coordination, feed
 
@@ -30,7 +29,7 @@ def reset_local_state() -> None:
 
 
 @pytest.fixture
-async def live_runtime(upstream: Any, settings: Any) -> AsyncIterator[feed.LiveRuntime]:  # noqa: F811
+async def live_runtime(upstream: Any, settings: Any) -> AsyncIterator[feed.LiveRuntime]:
     """The process's live runtime on this test's loop, polling the test emulator every half second."""
     settings.FEED_INTERVAL_SECONDS = INTERVAL
     # Feeds six times faster than in production, for every environment of the test: a budget to match.

@@ -11,7 +11,7 @@ from datetime import timedelta
 import pytest
 from django.contrib.auth.models import User
 from django.utils import timezone
-from pages_support import environment, fill_index, make_user, start_work, upstream, worker_client  # noqa: F401
+from pages_support import environment, fill_index, make_user, start_work, worker_client
 
 from dashboard import actions
 from dashboard.models import AuditEntry, BulkItem, BulkOperation

@@ -9,7 +9,7 @@ import json
 import re
 
 import pytest
-from pages_support import environment, make_user, start_work, upstream, worker_client  # noqa: F401
+from pages_support import environment, make_user, start_work, worker_client
 
 from dashboard.models import AuditEntry
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 from django.contrib.messages import get_messages
-from pages_support import environment, make_user, start_work, upstream, worker_client  # noqa: F401
+from pages_support import environment, make_user, start_work, worker_client
 
 from dashboard.models import AuditEntry
 

@@ -8,7 +8,7 @@ import html as html_lib
 import re
 
 import pytest
-from pages_support import environment, fill_index, make_user, start_work, upstream, worker_client  # noqa: F401
+from pages_support import environment, fill_index, make_user, start_work, worker_client
 
 from dashboard import actions
 from dashboard.models import AuditEntry, BulkItem, BulkOperation

@@ -8,7 +8,7 @@ import pytest
 from django.contrib.messages import get_messages
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connection
-from pages_support import environment, make_user, store_key, upstream  # noqa: F401
+from pages_support import environment, make_user, store_key
 
 from dashboard import crypto
 from dashboard import upstream as dashboard_upstream

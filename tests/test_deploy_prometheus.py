@@ -21,8 +21,8 @@ import yaml
 from asgiref.sync import sync_to_async
 from conftest import REPO
 from django.test import AsyncClient
-from live_support import communicator, live_runtime, receive_matching, session_cookie  # noqa: F401
-from pages_support import environment, make_user, upstream  # noqa: F401
+from live_support import communicator, receive_matching, session_cookie
+from pages_support import environment, make_user
 
 DEPLOY = REPO / "deploy"
 RULES = DEPLOY / "prometheus" / "alerts.yml"

@@ -29,7 +29,7 @@ from hold_support import (  # noqa: F401
     mutations,
     signed_in,
 )
-from pages_support import PASSWORD, environment, make_user, start_work, upstream, worker_client  # noqa: F401
+from pages_support import PASSWORD, environment, make_user, start_work, worker_client
 
 from dashboard.models import AuditEntry
 

@@ -17,8 +17,8 @@ from asgiref.sync import sync_to_async
 from django.core.cache import cache
 from django.test import Client
 from hold_support import FIGURES, AuditState, Findings, chain_breaks, free_port, hidden, hold_figures, leaks  # noqa: F401
-from live_support import communicator, live_runtime, receive_matching, session_cookie  # noqa: F401
-from pages_support import environment, make_user, start_work, upstream  # noqa: F401
+from live_support import communicator, receive_matching, session_cookie
+from pages_support import environment, make_user, start_work
 
 from dashboard import actions
 from dashboard import upstream as dashboard_upstream

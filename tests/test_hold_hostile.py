@@ -39,8 +39,8 @@ from hold_support import (  # noqa: F401
     mutations,
     raw_request,
 )
-from live_support import communicator, live_runtime, receive_matching, session_cookie, wait_until  # noqa: F401
-from pages_support import PASSWORD, environment, fill_index, make_user, start_work, upstream, worker_client  # noqa: F401
+from live_support import communicator, receive_matching, session_cookie, wait_until
+from pages_support import PASSWORD, environment, fill_index, make_user, start_work, worker_client
 
 from dashboard.gateway import tokens
 from dashboard.gateway.models import PersonalAccessToken

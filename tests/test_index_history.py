@@ -15,8 +15,8 @@ import pytest
 from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from django.utils import timezone
-from live_support import live_runtime, reset_local_state, wait_until  # noqa: F401
-from pages_support import environment, make_user, upstream  # noqa: F401
+from live_support import reset_local_state, wait_until
+from pages_support import environment, make_user
 
 from dashboard.index import history
 from dashboard.index.models import IndexSample

@@ -9,8 +9,8 @@ import time
 
 import pytest
 from asgiref.sync import sync_to_async
-from live_support import live_runtime, reset_local_state, wait_until  # noqa: F401
-from pages_support import environment, upstream  # noqa: F401
+from live_support import reset_local_state, wait_until
+from pages_support import environment
 
 from dashboard.index import queries
 from dashboard.index.models import IndexedEnvironment

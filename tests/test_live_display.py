@@ -8,7 +8,7 @@ import re
 
 import pytest
 from live_support import reset_local_state
-from pages_support import environment, make_user, upstream  # noqa: F401
+from pages_support import environment, make_user
 
 from dashboard.live.models import DisplayLink
 from dashboard.models import AuditEntry

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
-from live_support import communicator, live_runtime, receive_matching, session_cookie  # noqa: F401
-from pages_support import environment, make_user, upstream  # noqa: F401
+from live_support import communicator, receive_matching, session_cookie
+from pages_support import environment, make_user
 
 from dashboard.live import fanout
 from dashboard.live.consumers import LiveConsumer

@@ -16,12 +16,11 @@ from live_support import (
     INTERVAL,
     communicator,
     figure,
-    live_runtime,  # noqa: F401
     receive_matching,
     session_cookie,
     wait_until,
 )
-from pages_support import environment, make_user, start_work, upstream  # noqa: F401
+from pages_support import environment, make_user, start_work
 
 from dashboard.index.models import IndexedWork
 from dashboard.live.feed import env_key

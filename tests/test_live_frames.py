@@ -13,7 +13,7 @@ import pytest
 import websockets
 from asgiref.sync import sync_to_async
 from live_support import reset_local_state, session_cookie
-from pages_support import make_user, upstream  # noqa: F401
+from pages_support import make_user
 
 from dashboard.live import feed
 from dashboard.management.commands.demo import WS_MAX_SIZE, server_config

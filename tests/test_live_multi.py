@@ -19,7 +19,6 @@ from collections.abc import Iterator
 import pytest
 from instances_support import VIEWER_SESSION, Instance, fresh_database, service_urls
 from instances_support import manage as _manage
-from pages_support import upstream  # noqa: F401
 
 from workqueue.emulator.launch import free_port
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from asgiref.sync import sync_to_async
 from django.test import AsyncClient
-from live_support import communicator, live_runtime, receive_matching, session_cookie  # noqa: F401
-from pages_support import environment, make_user, upstream  # noqa: F401
+from live_support import communicator, receive_matching, session_cookie
+from pages_support import environment, make_user
 
 from dashboard.live import views as live_views
 from dashboard.live.metrics import endpoint_of

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from pages_support import environment, fill_index, make_user, start_work, upstream  # noqa: F401
+from pages_support import environment, fill_index, make_user, start_work
 
 pytestmark = pytest.mark.django_db
 

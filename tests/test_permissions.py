@@ -14,7 +14,7 @@ from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 from django.template.loader import render_to_string
 from django.test import Client
-from pages_support import environment, make_user, start_work, upstream  # noqa: F401
+from pages_support import environment, make_user, start_work
 
 from dashboard.models import AuditEntry
 from dashboard.permissions import ACTIONS, Role, can, capabilities, ensure_roles, role_of

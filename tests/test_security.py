@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from pages_support import environment, make_user, start_work, upstream  # noqa: F401
+from pages_support import environment, make_user, start_work
 
 from dashboard import audit
 

@@ -11,7 +11,7 @@ import re
 from typing import Any
 
 import pytest
-from pages_support import environment, fill_index, make_user, start_work, upstream, worker_client  # noqa: F401
+from pages_support import environment, fill_index, make_user, start_work, worker_client
 
 from dashboard import actions
 from dashboard.gateway import tokens

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pages_support import PASSWORD, upstream  # noqa: F401
+from pages_support import PASSWORD
 
 from workqueue.emulator.launch import free_port
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from axe_playwright_python.sync_playwright import Axe
 from live_support import reset_local_state
-from pages_support import environment, fill_index, start_work, upstream  # noqa: F401
+from pages_support import environment, fill_index, start_work
 
 from dashboard.audit import record
 from dashboard.live import feed

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from pages_support import environment, fill_index, start_work, upstream, worker_client  # noqa: F401
+from pages_support import environment, fill_index, start_work, worker_client
 from playwright.sync_api import expect
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pages_support import environment, upstream  # noqa: F401
+from pages_support import environment
 from playwright.sync_api import expect
 
 from dashboard.gateway.models import PersonalAccessToken

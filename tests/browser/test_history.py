@@ -7,7 +7,7 @@ import re
 from datetime import timedelta
 
 from django.utils import timezone
-from pages_support import environment, upstream  # noqa: F401
+from pages_support import environment
 from playwright.sync_api import expect
 
 from dashboard.index import history

@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 import pytest
-from pages_support import environment, start_work, upstream  # noqa: F401
+from pages_support import environment, start_work
 from playwright.sync_api import expect
 
 from workqueue.emulator.launch import free_port

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pages_support import environment, fill_index, start_work, upstream, worker_client  # noqa: F401
+from pages_support import environment, fill_index, start_work, worker_client
 from playwright.sync_api import expect
 
 from dashboard.models import AuditEntry
