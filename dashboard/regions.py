@@ -178,12 +178,14 @@ async def tile_snapshots(c: Any, environments: Sequence[Environment], now: datet
             strict=True,
         )
     )
+    # Which environments have a key, in one read (not one thread hop and query per tile).
+    keyed = await upstream.aenvironment_key_sources() if len(read) < len(environments) else {}
     snapshots = []
     for env in environments:
         found = numbers[env.id]
         if found:
             snapshot = Snapshot.from_numbers(env.id, env.name, found, history[env.id])
-            has_key = await upstream.environment_key(env.id) is not None
+            has_key = env.id in keyed
         else:
             snapshot = snapshot_of_tile(read[env.id], now, history[env.id])
             has_key = read[env.id].has_key

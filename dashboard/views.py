@@ -453,25 +453,31 @@ async def environment(request: HtmxHttpRequest, env_id: str) -> HttpResponse:
     now = timezone.now()
     # The window's links keep the list's filters, and the list's links keep the window.
     params = {**query.params(), "history": "" if window == history.DEFAULT_WINDOW else window.name}
-    environment_history = (
-        None if region == "work-list" else await sync_to_async(regions.history_region)(env_id, window, now)
-    )
     if region == "history":
         # The section refreshes itself once a minute, and its window links swap it alone: the index only.
-        history_context: dict[str, Any] = {"env_id": env_id, "history": environment_history, "params": params}
+        history_context: dict[str, Any] = {
+            "env_id": env_id,
+            "history": await sync_to_async(regions.history_region)(env_id, window, now),
+            "params": params,
+        }
         return await render_page(request, "dashboard/pages/environment.html#history-region", history_context)
-    key = await upstream.environment_key(env_id)
     async with upstream.client() as c:
         if region:
             # The list alone (the live page asks for it when the index's counts change): no environment or stats
             # read, so following an environment costs the upstream nothing per refresh.
             env, stats = Outcome[Environment](), Outcome[QueueStats]()
-            reads = await list_environment_work(c, env_id, query, now)
+            key, reads = await asyncio.gather(
+                upstream.environment_key(env_id), list_environment_work(c, env_id, query, now)
+            )
+            environment_history = None
         else:
-            env, stats, reads = await asyncio.gather(
+            # The two upstream reads go out at once, and the database reads run while they are on their way.
+            env, stats, key, reads, environment_history = await asyncio.gather(
                 attempt(c.retrieve_environment(env_id)),
                 attempt(c.work_stats(env_id)),
+                upstream.environment_key(env_id),
                 list_environment_work(c, env_id, query, now),
+                sync_to_async(regions.history_region)(env_id, window, now),
             )
     if isinstance(env.error, NotFound):
         return await problem(
@@ -596,11 +602,16 @@ async def work_item(request: HtmxHttpRequest, env_id: str, work_id: str) -> Http
     except InvalidID as exc:
         return await problem(request, 404, "No such work item", exc.message)
     now = timezone.now()
-    reads = await sync_to_async(_item_reads)(env_id, work_id, now)
     async with upstream.client() as c:
-        item, env = await asyncio.gather(
-            _retrieved(c, env_id, work_id, reads.row), attempt(c.retrieve_environment(env_id))
-        )
+        # The environment's retrieve goes out while the database is read; the item is retrieved only when the index
+        # does not hold it.
+        environment_read = asyncio.ensure_future(attempt(c.retrieve_environment(env_id)))
+        try:
+            reads = await sync_to_async(_item_reads)(env_id, work_id, now)
+        except BaseException:
+            environment_read.cancel()
+            raise
+        item, env = await asyncio.gather(_retrieved(c, env_id, work_id, reads.row), environment_read)
     if isinstance(item.error, NotFound):
         return await problem(
             request,
@@ -684,13 +695,14 @@ async def stuck_sections(
     by_environment: dict[str, list[IndexedWork]] = {}
     for row in reads.rows:
         by_environment.setdefault(row.environment_id, []).append(row)
+    # Which environments have a key, in one read (not one thread hop and query per environment).
+    keyed = await upstream.aenvironment_key_sources()
     sections = []
     for env in environments:
-        key = await upstream.environment_key(env.id)
         sections.append(
             StuckInEnvironment(
                 environment=env,
-                has_key=key is not None,
+                has_key=env.id in keyed,
                 count=reads.counts.get(env.id, 0),
                 rows=index_rows(by_environment.get(env.id, []), now),
             )
