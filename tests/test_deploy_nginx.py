@@ -61,8 +61,12 @@ def test_a_person_signs_in_over_tls_and_both_instances_serve(deployed):
         assert redirected.status_code == 301
         assert redirected.headers["location"].startswith("https://127.0.0.1/stuck/")
     with deployed.client() as anonymous:
-        assert anonymous.get("/metrics").status_code == 404
+        refused = anonymous.get("/metrics")
+        assert refused.status_code == 404 and "dashboard_" not in refused.text
         assert anonymous.get("/").status_code == 302  # to the login form
+    # nginx answered that itself: no instance was asked (whatever METRICS_TOKEN says).
+    access = (deployed.nginx.directory / "access.log").read_text()
+    assert re.findall(r"^\d+ GET /metrics upstream=(\S+)$", access, re.M) == ["-"], access[-1000:]
     # Probes and Prometheus reach the instances directly over HTTP, SECURE_SSL_REDIRECT notwithstanding.
     for instance in deployed.instances:
         assert httpx.get(f"http://127.0.0.1:{instance.port}/readyz", timeout=10).status_code == 200
