@@ -26,7 +26,6 @@ test-provider: $(OIDC_STAMP)
 
 demo: install
 	$(PY) manage.py migrate --noinput -v0
-	$(PY) manage.py migrate --database emulator --noinput -v0
 	$(PY) manage.py demo
 
 lint: install

@@ -262,16 +262,23 @@ class Workspace:
     def prepare(self, environments: list[dict[str, Any]]) -> None:
         """Make the template databases (both migrated; a viewer's session; the environments asked for)."""
         spec = json.dumps({"environments": environments})
-        completed = subprocess.run(
-            [sys.executable, "-m", "bench.prepare", spec],
-            cwd=REPO,
-            env=self.base_env(self.template),
-            capture_output=True,
-            timeout=PREPARE_TIMEOUT_SECONDS,
-        )
-        if completed.returncode != 0:
-            raise RuntimeError(f"bench.prepare failed:\n{completed.stderr.decode(errors='replace')[-3000:]}")
-        prepared = json.loads(completed.stdout.decode().strip().splitlines()[-1])
+        prepared: dict[str, Any] = {}
+        # The dashboard's database and the emulator's, each by a process with its own settings, side by side.
+        runs = [
+            subprocess.Popen(
+                [sys.executable, "-m", "bench.prepare", spec],
+                cwd=REPO,
+                env={**self.base_env(self.template), "DJANGO_SETTINGS_MODULE": module},
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+            for module in ("dashboard.settings", "workqueue.emulator.settings")
+        ]
+        for run in runs:
+            out, err = run.communicate(timeout=PREPARE_TIMEOUT_SECONDS)
+            if run.returncode != 0:
+                raise RuntimeError(f"bench.prepare failed:\n{err.decode(errors='replace')[-3000:]}")
+            prepared.update(json.loads(out.decode().strip().splitlines()[-1]))
         self.session_key = prepared["session_key"]
         self.environments = {e["name"]: PreparedEnvironment(**e) for e in prepared["environments"]}
 

@@ -1,10 +1,11 @@
 """The starting state the benchmarks copy: run once per ``python -m bench`` as ``python -m bench.prepare SPEC``.
 
-It runs in its own process because Django reads its settings from the environment once: the caller points
+It runs in its own processes because Django reads its settings from the environment once: the caller points
 ``DASHBOARD_DATA_DIR``, ``DATABASE_URL`` and ``EMULATOR_DATABASE_URL`` at template files in a temporary directory.
-It migrates both databases, creates a viewer and a signed-in session for them, and creates the emulator's
-environments and work through the emulator's own engine (as ``manage.py emulator --seed`` does). It prints one
-JSON line: the session key and, per environment, its id, key and work ids. The benchmarks then copy the two
+With the dashboard's settings it migrates the dashboard's database and creates a viewer and a signed-in session for
+them; with the emulator's (``workqueue.emulator.settings``) it migrates the emulator's database and creates its
+environments and work through the emulator's own engine (as ``manage.py emulator --seed`` does). Each prints one
+JSON line: the session key, or per environment its id, key and work ids. The benchmarks then copy the two
 SQLite files, so no benchmark pays for migrations and the emulator and the dashboard can start side by side.
 
 SPEC (JSON): ``{"environments": [{"name": "bench-a", "items": 50, "active": 1, "backlog": 0}, ...]}`` — ``items``
@@ -75,14 +76,16 @@ def main(argv: list[str]) -> None:
     import django
 
     django.setup()
+    from django.conf import settings
     from django.core.management import call_command
 
-    call_command("migrate", interactive=False, verbosity=0)
-    call_command("migrate", database="emulator", interactive=False, verbosity=0)
-    prepared = {
-        "session_key": _session_for("bench-viewer", "viewer"),
-        "environments": [_environment(e) for e in spec.get("environments", [])],
-    }
+    prepared: dict[str, Any]
+    if "workqueue.emulator" in settings.INSTALLED_APPS:  # the emulator's settings
+        call_command("migrate", database="emulator", interactive=False, verbosity=0)
+        prepared = {"environments": [_environment(e) for e in spec.get("environments", [])]}
+    else:
+        call_command("migrate", interactive=False, verbosity=0)
+        prepared = {"session_key": _session_for("bench-viewer", "viewer")}
     sys.stdout.write(json.dumps(prepared) + "\n")
 
 

@@ -1,4 +1,4 @@
-"""Settings for the dashboard and the emulator, read from the environment.
+"""Settings for the dashboard, read from the environment (the emulator has its own: ``workqueue.emulator.settings``).
 
 Defaults give the embedded setup (SQLite, in-memory channel layer, the local emulator's address); every value can
 be overridden by an environment variable, and a malformed one stops the process at start.
@@ -62,7 +62,6 @@ INSTALLED_APPS = [
     # {% partialdef %}: each live region is defined once, in its page, and rendered alone by the live feed.
     "template_partials.apps.SimpleAppConfig",
     "workqueue",
-    "workqueue.emulator",
     "dashboard",
     "dashboard.gateway",
     "dashboard.live",
@@ -119,22 +118,13 @@ TEMPLATES = [
 ]
 
 # --- Databases -------------------------------------------------------------------------------------------------
-# "default" holds the dashboard's own data (users, audit log, environment keys, history). "emulator" holds the local
-# Work API emulator's state, in a database of its own so the emulator can run as a separate process.
+# The dashboard's own data (users, audit log, environment keys, history, the work index).
 DATABASE_URL = env_url(
     "DATABASE_URL",
     f"sqlite:///{DATA_DIR / 'dashboard.sqlite3'}",
     schemes=("sqlite", "postgres", "postgresql"),
 )
-EMULATOR_DATABASE_URL = env_url(
-    "EMULATOR_DATABASE_URL",
-    f"sqlite:///{DATA_DIR / 'emulator.sqlite3'}",
-    schemes=("sqlite", "postgres", "postgresql"),
-)
-DATABASES = {
-    "default": dj_database_url.parse(DATABASE_URL, conn_max_age=0),
-    "emulator": dj_database_url.parse(EMULATOR_DATABASE_URL, conn_max_age=0),
-}
+DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=0)}
 for _alias, _db in DATABASES.items():
     if _db["ENGINE"] == "django.db.backends.sqlite3":
         # A busy SQLite file waits rather than failing at once; WAL lets readers run beside a writer.
@@ -143,9 +133,6 @@ for _alias, _db in DATABASES.items():
             {"timeout": 20, "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"}
         )
         _db["TEST"] = {"NAME": str(DATA_DIR / f"test-{_alias}.sqlite3")}
-# The emulator's database shares nothing with the dashboard's, so a test that needs only it can set it up alone.
-DATABASES["emulator"].setdefault("TEST", {})["DEPENDENCIES"] = []
-DATABASE_ROUTERS = ["workqueue.emulator.routers.EmulatorRouter"]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Channel layer ---------------------------------------------------------------------------------------------
@@ -181,16 +168,6 @@ DASHBOARD_LABEL = env_str("DASHBOARD_LABEL", "local")
 GATEWAY_REQUIRE_REASON = env_bool("GATEWAY_REQUIRE_REASON", True)
 GATEWAY_RATE_PER_MINUTE = env_int("GATEWAY_RATE_PER_MINUTE", 120, minimum=1, maximum=100000)
 GATEWAY_RATE_BURST = env_int("GATEWAY_RATE_BURST", 30, minimum=1, maximum=100000)
-
-# --- The emulator ----------------------------------------------------------------------------------------------
-EMULATOR_API_KEY = env_str("EMULATOR_API_KEY", "sk-ant-api03-emulator")
-EMULATOR_WORKSPACE_ID = env_str("EMULATOR_WORKSPACE_ID", "wrkspc_01EmulatorDefault")
-# Lease TTL a heartbeat grants when the worker asks for none (the upstream's default is not documented).
-EMULATOR_LEASE_TTL_SECONDS = env_int("EMULATOR_LEASE_TTL_SECONDS", 60, minimum=10, maximum=600)
-# Send `x-should-retry: false` with 409s (stop/ack of a stopped item). Off = faithful: the upstream is not known to.
-EMULATOR_NO_RETRY_CONFLICTS = env_bool("EMULATOR_NO_RETRY_CONFLICTS", False)
-# Answer 400 when `anthropic-beta` lacks managed-agents-2026-04-01 (the upstream's behaviour is not known).
-EMULATOR_REQUIRE_BETA = env_bool("EMULATOR_REQUIRE_BETA", False)
 
 # --- Stuck work, bulk actions, environment keys (dashboard core) -----------------------------------------------
 # A work item is stuck past these ages: no heartbeat while starting/active, stopping, or waiting queued.

@@ -105,7 +105,10 @@ def settings_in_a_clean_environment(tmp_path: Path, names: list[str], **env: str
 def _read_from_environment() -> set[str]:
     import re
 
-    source = (ROOT / "dashboard" / "settings.py").read_text() + (ROOT / "dashboard" / "env.py").read_text()
+    source = "".join(
+        (ROOT / path).read_text()
+        for path in ("dashboard/settings.py", "dashboard/env.py", "workqueue/emulator/settings.py")
+    )
     return set(re.findall(r'env_\w+\(\s*"([A-Z][A-Z_0-9]+)"', source))
 
 
@@ -130,7 +133,7 @@ def test_every_setting_read_from_the_environment_is_documented_and_every_documen
     read = _read_from_environment()
     readme = (ROOT / "README.md").read_text()
     undocumented = sorted(name for name in read if not re.search(rf"`{name}[`=]", readme))
-    assert not undocumented, f"read in dashboard/settings.py but not in the README: {undocumented}"
+    assert not undocumented, f"read in the settings but not in the README: {undocumented}"
     tabled = {name for names, _ in _documented_rows() for name in names}
     # The table's rows name settings of the dashboard (the Django ones it sets from the environment included).
     unread = sorted(name for name in tabled if name not in read and name not in {"EMULATOR_PORT"})
@@ -184,3 +187,21 @@ def test_a_live_setting_exported_in_the_environment_takes_effect(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["10", "90.0", "7", "2.5", "45.0", "30.0"]
+
+
+def test_the_dashboards_settings_hold_no_emulator(tmp_path):
+    """The emulator runs beside the product, with settings of its own (``workqueue.emulator.settings``)."""
+    names = [
+        "INSTALLED_APPS",
+        "DATABASES",
+        "DATABASE_ROUTERS",
+        "EMULATOR_API_KEY",
+        "EMULATOR_LEASE_TTL_SECONDS",
+    ]
+    values = settings_in_a_clean_environment(tmp_path, names)
+    apps = values["INSTALLED_APPS"]
+    assert isinstance(apps, list) and "dashboard" in apps
+    assert not [app for app in apps if "emulator" in app]
+    assert values["DATABASES"] and list(values["DATABASES"]) == ["default"]  # type: ignore[call-overload]
+    assert not values["DATABASE_ROUTERS"]
+    assert values["EMULATOR_API_KEY"] is None and values["EMULATOR_LEASE_TTL_SECONDS"] is None

@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 from typing import Any
 
-import django
 from django.conf import settings
 from django.core import signals
 from django.core.exceptions import RequestAborted
@@ -27,6 +26,10 @@ class EmulatorHandler(ASGIHandler):
     engine thread (``views.run``), and the receivers only look after this thread's database connections (it has
     none), so running them in place is both correct and cheap. The rest (body reading, request creation, middleware,
     URL resolution, cancelling the view when the client disconnects) is Django's own code.
+
+    Measured against the stock handler on the same settings (20 clients asking for queue stats for 8 s, two runs
+    each, load average 5 on 2 cores): 6.4 and 8.4 ms of the emulator's CPU per request here, 9.2 and 11.0 ms with
+    the stock handler.
     """
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -91,11 +94,6 @@ class EmulatorHandler(ASGIHandler):
 
 
 def build_application() -> ASGIHandler:
-    """Point this process at the emulator's URLs and middleware, then build the handler.
-
-    Called by ``manage.py emulator`` before serving; the dashboard's own process never calls it.
-    """
-    settings.ROOT_URLCONF = "workqueue.emulator.urls"
-    settings.MIDDLEWARE = ["workqueue.emulator.middleware.EmulatorMiddleware"]
-    django.setup(set_prefix=False)
+    """The handler ``manage.py emulator`` serves; the routes and the middleware are those its settings
+    (``workqueue.emulator.settings``) name."""
     return EmulatorHandler()

@@ -239,7 +239,7 @@ def credential_from_headers(x_api_key: str | None, authorization: str | None) ->
 def classify_credential(raw: str | None) -> Credential:
     if not raw:
         return Credential("none")
-    if secrets.compare_digest(raw.encode(), str(settings.EMULATOR_API_KEY).encode()):
+    if secrets.compare_digest(raw.encode(), str(getattr(settings, "EMULATOR_API_KEY", "")).encode()):
         return Credential("api_key", workspace_id=default_workspace())
     if raw.startswith("sk-ant-oat01-"):
         env_row = (

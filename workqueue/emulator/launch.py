@@ -71,7 +71,12 @@ class EmulatorProcess:
             base = self.db_path if self.db_path is not None else REPO / "var" / "emulator.sqlite3"
             self.log_path = base.with_suffix(f".{self.port}.log")
         environ = os.environ if self.environ is None else self.environ
-        child_env = {**environ, "EMULATOR_API_KEY": self.api_key, **(env or {})}
+        child_env = {
+            **environ,
+            "DJANGO_SETTINGS_MODULE": "workqueue.emulator.settings",
+            "EMULATOR_API_KEY": self.api_key,
+            **(env or {}),
+        }
         if self.db_path is not None:
             child_env["EMULATOR_DATABASE_URL"] = f"sqlite:///{self.db_path}"
         command = [

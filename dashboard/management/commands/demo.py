@@ -29,7 +29,7 @@ from django.contrib.auth.models import Group, User
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from dashboard.env import env_int
+from dashboard.env import env_int, env_str
 from dashboard.models import EnvironmentKey
 from dashboard.permissions import ensure_roles
 
@@ -153,7 +153,7 @@ class Command(BaseCommand):
 
         call_command("migrate", interactive=False, verbosity=0)
         emulator_url = f"http://127.0.0.1:{emulator_port}"
-        api_key = str(settings.EMULATOR_API_KEY)
+        api_key = env_str("EMULATOR_API_KEY", "sk-ant-api03-emulator")
         self._configure(emulator_url, api_key)
         self._create_users(password)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from argparse import ArgumentParser, ArgumentTypeError
 from typing import Any
 
@@ -112,7 +113,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         base_url: str = options["base_url"] or settings.ANTHROPIC_BASE_URL
-        api_key: str = options["api_key"] or settings.EMULATOR_API_KEY
+        api_key: str = options["api_key"] or os.environ.get("EMULATOR_API_KEY", "sk-ant-api03-emulator")
         if options["workers_per_env"] < 1:
             raise CommandError("--workers-per-env must be at least 1")
         if options["duration"] < 0 or options["report_every"] <= 0:
