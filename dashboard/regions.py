@@ -179,7 +179,7 @@ async def tile_snapshots(c: Any, environments: Sequence[Environment], now: datet
         )
     )
     # Which environments have a key, in one read (not one thread hop and query per tile).
-    keyed = await upstream.aenvironment_key_sources() if len(read) < len(environments) else {}
+    keyed = await upstream.keyed_environments() if len(read) < len(environments) else set()
     snapshots = []
     for env in environments:
         found = numbers[env.id]

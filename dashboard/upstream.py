@@ -32,6 +32,8 @@ __all__ = [
     "environment_key",
     "environment_key_sync",
     "failure_banner",
+    "keyed_environments",
+    "keyed_environments_sync",
     "thread_loop",
 ]
 
@@ -189,6 +191,19 @@ def environment_key_sync(environment_id: str) -> str | None:
 
 async def environment_key(environment_id: str) -> str | None:
     return await sync_to_async(environment_key_sync)(environment_id)
+
+
+def keyed_environments_sync() -> set[str]:
+    """The environments that have a key (the deployment's or one stored by an admin), in one query: for pages that
+    need to know which environments can list work, without ever holding a key."""
+    from dashboard.models import EnvironmentKey
+
+    stored = EnvironmentKey.objects.values_list("environment_id", flat=True)
+    return set(getattr(settings, "ENVIRONMENT_KEYS", {})) | set(stored)
+
+
+async def keyed_environments() -> set[str]:
+    return await sync_to_async(keyed_environments_sync)()
 
 
 def failure_banner(exc: WorkAPIError) -> dict[str, Any]:

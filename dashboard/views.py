@@ -696,7 +696,7 @@ async def stuck_sections(
     for row in reads.rows:
         by_environment.setdefault(row.environment_id, []).append(row)
     # Which environments have a key, in one read (not one thread hop and query per environment).
-    keyed = await upstream.aenvironment_key_sources()
+    keyed = await upstream.keyed_environments()
     sections = []
     for env in environments:
         sections.append(
