@@ -17,8 +17,7 @@ import psycopg
 import pytest
 from deploy_support import ADMIN_USERNAME, PASSWORD, USERNAME, Deployment, deployment
 from instances_support import Instance, manage
-
-from workqueue.client import SyncWorkAPIClient
+from pages_support import record, worker_client
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres]
 
@@ -96,9 +95,14 @@ def start_bulk_force_stop(deployed: Deployment, work_ids: list[str]) -> tuple[st
         )
         assert started.status_code == 302, started.text[:1000]
     operation_id = started.headers["location"].rstrip("/").rsplit("/", 1)[1]
-    access = (deployed.nginx.directory / "access.log").read_text()
-    runner = re.findall(rf"^302 POST /environments/{env_id}/bulk/start/ upstream=(\S+)$", access, re.M)
-    assert len(runner) == 1, access[-2000:]
+    # nginx writes the access log line once the answer has gone out, so it may come a moment after the client has it.
+    line = rf"^302 POST /environments/{env_id}/bulk/start/ upstream=(\S+)$"
+    runner = wait_for(
+        lambda: re.findall(line, (deployed.nginx.directory / "access.log").read_text(), re.M),
+        timeout=5,
+        what="nginx's access log naming the instance that started the bulk stop",
+    )
+    assert len(runner) == 1, runner
     return operation_id, runner[0]
 
 
@@ -191,10 +195,11 @@ def test_a_rolling_restart_keeps_the_overview_updating_and_hands_a_running_bulk_
     )
     items = rows(deployed, "SELECT status FROM dashboard_bulkitem WHERE operation_id = %s", operation_id)
     assert [status for (status,) in items] == ["stopped"] * BULK_ITEMS
-    with SyncWorkAPIClient(
-        api_key=deployed.upstream.api_key, base_url=deployed.upstream.base_url, retry_total=0
-    ) as api:
-        assert {api.retrieve_work(env_id, work_id).state for work_id in work_ids} == {"stopped"}
+    with worker_client(deployed.upstream) as api:
+        states = {
+            record(api.beta.environments.work.retrieve(w, environment_id=env_id)).state for w in work_ids
+        }
+    assert states == {"stopped"}
     # Each item stopped and audited once: none lost with the stopped instance, none stopped twice.
     stops = rows(
         deployed,
