@@ -4,12 +4,14 @@ emulator (``tests/test_settings.py`` checks it)."""
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 from dashboard.settings import *  # noqa: F403
 from dashboard.settings import DATABASES, INSTALLED_APPS
 from workqueue.emulator import settings as emulator
 
 INSTALLED_APPS = [*INSTALLED_APPS, "workqueue.emulator"]
-DATABASES = {**DATABASES, "emulator": emulator.emulator_database()}
+DATABASES = {**DATABASES, "emulator": cast(Any, emulator.emulator_database())}
 DATABASE_ROUTERS = emulator.DATABASE_ROUTERS
 EMULATOR_API_KEY = emulator.EMULATOR_API_KEY
 EMULATOR_WORKSPACE_ID = emulator.EMULATOR_WORKSPACE_ID
